@@ -1,0 +1,85 @@
+//! Building the request sent upstream.
+
+use http::request::Parts;
+use http::uri::{PathAndQuery, Uri};
+use http::{HeaderValue, Request, header};
+
+use super::ClientInfo;
+use crate::body::Body;
+use crate::config::model::HashKey;
+use crate::error::GatewayError;
+use crate::headers::{X_REQUEST_ID, set_forwarded, strip_hop_by_hop};
+use crate::snapshot::RouteRt;
+use crate::upstream::InFlight;
+
+/// The consistent-hash key of a request, when the pool hashes.
+pub fn hash_key(route: &RouteRt, parts: &Parts, client: ClientInfo) -> Option<Vec<u8>> {
+    let key = route.pool.hash_key.as_ref()?;
+    if let HashKey::Header(name) = key {
+        if let Some(value) = parts.headers.get(name.as_str()) {
+            return Some(value.as_bytes().to_vec());
+        }
+    }
+    Some(client.peer.ip().to_string().into_bytes())
+}
+
+pub fn upstream_request(
+    route: &RouteRt,
+    target: &InFlight,
+    mut parts: Parts,
+    path: &str,
+    client: ClientInfo,
+    id: &HeaderValue,
+    body: Body,
+) -> Result<Request<Body>, GatewayError> {
+    let path_and_query = match parts.uri.query() {
+        Some(query) => format!("{path}?{query}"),
+        None => path.to_string(),
+    };
+    let uri =
+        Uri::builder()
+            .scheme(route.pool.scheme.clone())
+            .authority(target.authority().clone())
+            .path_and_query(PathAndQuery::try_from(path_and_query).map_err(|_| {
+                GatewayError::BadRequest("the request path cannot be forwarded".into())
+            })?)
+            .build()
+            .map_err(|_| GatewayError::BadRequest("the request URI cannot be forwarded".into()))?;
+
+    let original_host = parts.headers.get(header::HOST).cloned().or_else(|| {
+        parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
+    let upgrade = parts.headers.contains_key(header::UPGRADE);
+    let headers = &mut parts.headers;
+    strip_hop_by_hop(headers, upgrade);
+    set_forwarded(
+        headers,
+        client.peer.ip(),
+        client.https,
+        original_host.as_ref(),
+    );
+    headers.insert(X_REQUEST_ID, id.clone());
+    let host = if route.preserve_host {
+        original_host
+    } else {
+        HeaderValue::from_str(target.authority().as_str()).ok()
+    };
+    match host {
+        Some(host) => {
+            headers.insert(header::HOST, host);
+        }
+        None => {
+            headers.remove(header::HOST);
+        }
+    }
+    for ops in &route.request_headers {
+        ops.apply(headers);
+    }
+    parts.uri = uri;
+    // The upstream protocol is the pool's choice, not the client's.
+    parts.version = http::Version::HTTP_11;
+    Ok(Request::from_parts(parts, body))
+}

@@ -1,0 +1,191 @@
+//! The request path: normalise, route, enforce limits, forward, stream back.
+
+mod forward;
+mod upgrade;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use http::{HeaderValue, Request, Response, header};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use tokio_util::task::TaskTracker;
+
+use crate::body::{Body, BodyTooLarge, Guarded, Limited};
+use crate::error::GatewayError;
+use crate::headers::{X_REQUEST_ID, request_id};
+use crate::router::host::request_host;
+use crate::router::normalize::normalize_path;
+use crate::router::table::Lookup;
+use crate::snapshot::{FrontendRt, RouteRt, Snapshot};
+
+/// What the connection knows about the client.
+#[derive(Clone, Copy)]
+pub struct ClientInfo {
+    pub peer: SocketAddr,
+    pub https: bool,
+}
+
+/// Handles one request on `frontend`, answering errors itself.
+pub async fn handle(
+    snapshot: Arc<Snapshot>,
+    frontend: Arc<str>,
+    client: ClientInfo,
+    tunnels: TaskTracker,
+    request: Request<Incoming>,
+) -> Response<Body> {
+    let id = request_id(request.headers());
+    let instance = request.uri().path().to_owned();
+    let result = match snapshot.frontend(&frontend) {
+        Some(frontend) => proxy(frontend, client, &tunnels, &id, request).await,
+        None => Err(GatewayError::Unavailable(
+            "this listener is being retired by a configuration reload".into(),
+        )),
+    };
+    let mut response = match result {
+        Ok(response) => response,
+        Err(error) => {
+            tracing::debug!(request_id = ?id, %error, "answered by the gateway");
+            return error.to_response(id.to_str().unwrap_or_default(), &instance);
+        }
+    };
+    response.headers_mut().insert(X_REQUEST_ID, id);
+    response
+}
+
+async fn proxy(
+    frontend: &FrontendRt,
+    client: ClientInfo,
+    tunnels: &TaskTracker,
+    id: &HeaderValue,
+    mut request: Request<Incoming>,
+) -> Result<Response<Body>, GatewayError> {
+    let path = normalize_path(request.uri().path())
+        .map_err(|e| GatewayError::BadRequest(e.to_string()))?;
+    let host = request_host(&request);
+    let (route, upstream_path) =
+        match frontend
+            .routes
+            .lookup(host.as_deref(), request.method(), &path, request.headers())
+        {
+            Lookup::Found { value, params } => {
+                let rewritten = match &value.rewrite {
+                    Some(rewrite) => rewrite.apply(&path, &params),
+                    None => path.clone().into_owned(),
+                };
+                (value.clone(), rewritten)
+            }
+            Lookup::MethodNotAllowed { allow } => {
+                return Err(GatewayError::MethodNotAllowed { allow });
+            }
+            Lookup::NotFound => return Err(GatewayError::NotFound),
+        };
+    let limits = route.limits;
+    if let Some(length) = content_length(&request)? {
+        if length > limits.max_body_bytes {
+            return Err(GatewayError::PayloadTooLarge {
+                limit: limits.max_body_bytes,
+            });
+        }
+    }
+    let wants_upgrade = request.headers().contains_key(header::UPGRADE);
+    let client_upgrade = wants_upgrade.then(|| hyper::upgrade::on(&mut request));
+
+    let (parts, body) = request.into_parts();
+    let (limited, tripped) = Limited::new(body, limits.max_body_bytes);
+    let body: Body = limited.boxed_unsync();
+
+    let in_flight = route
+        .pool
+        .pick(forward::hash_key(&route, &parts, client).as_deref());
+    let upstream =
+        forward::upstream_request(&route, &in_flight, parts, &upstream_path, client, id, body)?;
+    let timeout = route.pool.request_timeout.unwrap_or(limits.request_timeout);
+    let result = tokio::time::timeout(timeout, route.pool.client.request(upstream)).await;
+    let mut response = match result {
+        Err(_) => return Err(GatewayError::GatewayTimeout(timeout)),
+        Ok(Err(error)) => {
+            if tripped.load(Ordering::Relaxed) || source_is::<BodyTooLarge>(&error) {
+                return Err(GatewayError::PayloadTooLarge {
+                    limit: limits.max_body_bytes,
+                });
+            }
+            tracing::warn!(route = %route.name, target = %in_flight.authority(), error = %error_chain(&error), "upstream request failed");
+            return Err(GatewayError::BadGateway(describe(&error)));
+        }
+        Ok(Ok(response)) => response,
+    };
+
+    if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(client_upgrade) = client_upgrade {
+            upgrade::splice(
+                tunnels,
+                client_upgrade,
+                hyper::upgrade::on(&mut response),
+                route.name.clone(),
+            );
+        }
+    }
+    Ok(finish_response(&route, response, in_flight))
+}
+
+fn finish_response(
+    route: &RouteRt,
+    response: Response<Incoming>,
+    in_flight: crate::upstream::InFlight,
+) -> Response<Body> {
+    let (mut parts, body) = response.into_parts();
+    let upgrade = parts.status == http::StatusCode::SWITCHING_PROTOCOLS;
+    crate::headers::strip_hop_by_hop(&mut parts.headers, upgrade);
+    for ops in &route.response_headers {
+        ops.apply(&mut parts.headers);
+    }
+    let body = Guarded::new(body, in_flight)
+        .map_err(|e| Box::new(e) as crate::body::BoxError)
+        .boxed_unsync();
+    Response::from_parts(parts, body)
+}
+
+fn content_length<B>(request: &Request<B>) -> Result<Option<u64>, GatewayError> {
+    match request.headers().get(header::CONTENT_LENGTH) {
+        None => Ok(None),
+        Some(value) => value
+            .to_str()
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map(Some)
+            .ok_or_else(|| GatewayError::BadRequest("invalid Content-Length".into())),
+    }
+}
+
+fn source_is<E: std::error::Error + 'static>(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if e.is::<E>() {
+            return true;
+        }
+        current = e.source();
+    }
+    false
+}
+
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut current = error.source();
+    while let Some(e) = current {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        current = e.source();
+    }
+    text
+}
+
+/// A short, safe description for the client: no addresses or internals.
+fn describe(error: &hyper_util::client::legacy::Error) -> String {
+    if error.is_connect() {
+        "connection to the upstream failed".into()
+    } else {
+        "the upstream connection broke before a response arrived".into()
+    }
+}

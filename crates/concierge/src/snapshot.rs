@@ -1,0 +1,260 @@
+//! Compiling a validated configuration into the immutable runtime snapshot
+//! that requests walk. A snapshot is built off the hot path and published
+//! atomically; requests hold the `Arc` they started with until they finish.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue, Method};
+use serde_saphyr::Location;
+
+use crate::config::model::{Config, Limits, Route};
+use crate::config::{ConfigError, ConfigErrors};
+use crate::headers::HeaderOpsRt;
+use crate::router::host::HostPattern;
+use crate::router::pattern::PathPattern;
+use crate::router::rewrite::PathRewrite;
+use crate::router::table::{HeaderCondition, RouteConditions, RouteTable};
+use crate::server::tls;
+use crate::upstream::Pool;
+
+pub const DEFAULT_MAX_HEADER_BYTES: u64 = 64 * 1024;
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 10 * 1024 * 1024;
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Limits with every level's overrides applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EffectiveLimits {
+    pub max_header_bytes: u64,
+    pub max_body_bytes: u64,
+    pub request_timeout: Duration,
+}
+
+impl EffectiveLimits {
+    fn defaults() -> Self {
+        Self {
+            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+        }
+    }
+
+    fn overridden_by(self, limits: &Limits) -> Self {
+        Self {
+            max_header_bytes: limits
+                .max_header_bytes
+                .map_or(self.max_header_bytes, |b| b.0),
+            max_body_bytes: limits.max_body_bytes.map_or(self.max_body_bytes, |b| b.0),
+            request_timeout: limits.request_timeout.map_or(self.request_timeout, |d| d.0),
+        }
+    }
+}
+
+/// A compiled route.
+pub struct RouteRt {
+    pub name: String,
+    pub pool: Arc<Pool>,
+    pub rewrite: Option<PathRewrite>,
+    pub preserve_host: bool,
+    pub limits: EffectiveLimits,
+    /// Frontend rules first, then the route's own.
+    pub request_headers: Vec<HeaderOpsRt>,
+    pub response_headers: Vec<HeaderOpsRt>,
+}
+
+/// A compiled frontend.
+pub struct FrontendRt {
+    pub name: Arc<str>,
+    pub listen: SocketAddr,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub limits: EffectiveLimits,
+    pub routes: RouteTable<Arc<RouteRt>>,
+}
+
+/// Everything a request needs, immutable once published.
+pub struct Snapshot {
+    pub generation: u64,
+    pub frontends: HashMap<Arc<str>, Arc<FrontendRt>>,
+    /// Which frontend each listening address serves.
+    pub by_listen: HashMap<SocketAddr, Arc<str>>,
+    pub pools: HashMap<String, Arc<Pool>>,
+    pub admin: Option<SocketAddr>,
+    pub shutdown_grace: Duration,
+    pub watch_config: bool,
+}
+
+impl Snapshot {
+    pub fn frontend(&self, name: &str) -> Option<&Arc<FrontendRt>> {
+        self.frontends.get(name)
+    }
+
+    pub fn frontend_at(&self, listen: SocketAddr) -> Option<&Arc<FrontendRt>> {
+        self.frontend(self.by_listen.get(&listen)?)
+    }
+}
+
+/// Compiles a validated config. Pools whose configuration is unchanged are
+/// taken from `previous`, keeping their connections and counters.
+pub fn compile(
+    file: &Path,
+    config: &Config,
+    previous: Option<&Snapshot>,
+) -> Result<Snapshot, ConfigErrors> {
+    let mut errors = Vec::new();
+    let mut pools = HashMap::new();
+    for (name, service) in &config.services {
+        let reused = previous
+            .and_then(|p| p.pools.get(name))
+            .filter(|p| p.config == service.value)
+            .cloned();
+        let pool = match reused {
+            Some(pool) => pool,
+            None => match Pool::build(name, &service.value) {
+                Ok(pool) => Arc::new(pool),
+                Err(e) => {
+                    errors.push(ConfigError::at(file, &service.referenced, e.to_string()));
+                    continue;
+                }
+            },
+        };
+        pools.insert(name.clone(), pool);
+    }
+
+    let server_limits = EffectiveLimits::defaults().overridden_by(&config.server.limits);
+    let mut frontends = HashMap::new();
+    for spanned in &config.frontends {
+        let f = &spanned.value;
+        let limits = server_limits.overridden_by(&f.limits);
+        let tls = match &f.tls {
+            Some(t) => match tls::server_config(t) {
+                Ok(c) => Some(Arc::new(c)),
+                Err(e) => {
+                    errors.push(ConfigError::at(file, &e.location, e.message));
+                    None
+                }
+            },
+            None => None,
+        };
+        let frontend_request = HeaderOpsRt::compile(&f.headers.request);
+        let frontend_response = HeaderOpsRt::compile(&f.headers.response);
+        let mut routes = Vec::new();
+        for (index, route) in f.routes.iter().enumerate() {
+            let Some(pool) = pools.get(&route.value.service.value) else {
+                continue;
+            };
+            let r = &route.value;
+            let compiled = RouteRt {
+                name: r
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| format!("{}#{index}", f.name.value)),
+                pool: pool.clone(),
+                rewrite: None,
+                preserve_host: r.preserve_host,
+                limits: limits.overridden_by(&r.limits),
+                request_headers: non_empty(vec![
+                    frontend_request.clone(),
+                    HeaderOpsRt::compile(&r.headers.request),
+                ]),
+                response_headers: non_empty(vec![
+                    frontend_response.clone(),
+                    HeaderOpsRt::compile(&r.headers.response),
+                ]),
+            };
+            match conditions(r, compiled) {
+                Ok((conditions, compiled)) => routes.push((conditions, Arc::new(compiled))),
+                Err((location, message)) => errors.push(ConfigError::at(file, &location, message)),
+            }
+        }
+        let name: Arc<str> = Arc::from(f.name.value.as_str());
+        frontends.insert(
+            name.clone(),
+            Arc::new(FrontendRt {
+                name,
+                listen: f.listen.value.0,
+                tls,
+                limits,
+                routes: RouteTable::new(routes),
+            }),
+        );
+    }
+    if !errors.is_empty() {
+        return Err(ConfigErrors(errors));
+    }
+    let by_listen = frontends
+        .values()
+        .map(|f| (f.listen, f.name.clone()))
+        .collect();
+    Ok(Snapshot {
+        generation: previous.map_or(1, |p| p.generation + 1),
+        frontends,
+        by_listen,
+        pools,
+        admin: config.admin.as_ref().map(|a| a.listen.value.0),
+        shutdown_grace: config.server.shutdown_grace.0,
+        watch_config: config.server.watch_config,
+    })
+}
+
+fn non_empty(ops: Vec<HeaderOpsRt>) -> Vec<HeaderOpsRt> {
+    ops.into_iter().filter(|o| !o.is_empty()).collect()
+}
+
+/// Builds the match conditions and the rewrite of a validated route.
+fn conditions(
+    route: &Route,
+    mut compiled: RouteRt,
+) -> Result<(RouteConditions, RouteRt), (Location, String)> {
+    let m = &route.matcher;
+    let spanned_err = |s: &serde_saphyr::Spanned<String>, e: String| (s.referenced, e);
+    let path = match (&m.path, &m.path_prefix) {
+        (Some(p), _) => PathPattern::parse_path(&p.value).map_err(|e| spanned_err(p, e))?,
+        (None, Some(p)) => PathPattern::parse_prefix(&p.value).map_err(|e| spanned_err(p, e))?,
+        (None, None) => PathPattern::Any,
+    };
+    let mut hosts = Vec::new();
+    for h in &m.hosts {
+        hosts.push(HostPattern::parse(&h.value).map_err(|e| spanned_err(h, e))?);
+    }
+    let mut methods = Vec::new();
+    for method in &m.methods {
+        methods.push(
+            Method::from_bytes(method.value.as_bytes())
+                .map_err(|e| (method.referenced, e.to_string()))?,
+        );
+    }
+    let headers = m
+        .headers
+        .iter()
+        .filter_map(|(name, value)| {
+            Some(HeaderCondition {
+                name: HeaderName::try_from(name.as_str()).ok()?,
+                value: if value == "*" {
+                    None
+                } else {
+                    Some(HeaderValue::try_from(value.as_str()).ok()?)
+                },
+            })
+        })
+        .collect();
+    if let Some(rewrite) = &route.rewrite {
+        compiled.rewrite = Some(match (&rewrite.strip_prefix, &rewrite.path) {
+            (Some(p), _) => PathRewrite::strip_prefix(&p.value).map_err(|e| spanned_err(p, e))?,
+            (None, Some(p)) => PathRewrite::template(&p.value, &path.param_names())
+                .map_err(|e| spanned_err(p, e))?,
+            (None, None) => return Err((route.service.referenced, "empty rewrite".into())),
+        });
+    }
+    Ok((
+        RouteConditions {
+            hosts,
+            methods,
+            path,
+            headers,
+        },
+        compiled,
+    ))
+}
