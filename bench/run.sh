@@ -17,7 +17,7 @@
 #   SERVER_CPU       CPU list the backend and the proxies are pinned to (default 1)
 #   CLIENT_CPU       CPU list wrk is pinned to (default 0)
 #   BACKEND_THREADS  tokio worker threads of the backend (default 1)
-#   CONCIERGE_LOG    RUST_LOG for concierge (default warn)
+#   CONCIERGE_LOG    concierge log filter (default info; it logs no line per request)
 #   SKIP_INSTALL=1   never call apt-get (fail if a tool is missing)
 #   SKIP_BUILD=1     do not run cargo build (use existing binaries)
 #   BACKEND_BIN      backend binary; when set it is not built
@@ -40,7 +40,7 @@ WRK_TIMEOUT="${WRK_TIMEOUT:-5s}"
 SERVER_CPU="${SERVER_CPU:-1}"
 CLIENT_CPU="${CLIENT_CPU:-0}"
 BACKEND_THREADS="${BACKEND_THREADS:-1}"
-CONCIERGE_LOG="${CONCIERGE_LOG:-warn}"
+CONCIERGE_LOG="${CONCIERGE_LOG:-info}"
 SKIP_INSTALL="${SKIP_INSTALL:-0}"
 SKIP_BUILD="${SKIP_BUILD:-0}"
 READY_TIMEOUT="${READY_TIMEOUT:-30}"
@@ -315,7 +315,7 @@ start_servers() {
     if needs concierge; then
         write_concierge_config
         start_server concierge "$CONCIERGE_ADDR" "http://$CONCIERGE_ADDR/" \
-            env RUST_LOG="$CONCIERGE_LOG" "$CONCIERGE_BIN" run --config "$OUT/concierge.yaml"
+            env CONCIERGE_LOG="$CONCIERGE_LOG" "$CONCIERGE_BIN" run --config "$OUT/concierge.yaml"
     fi
     if needs nginx; then
         write_nginx_config
