@@ -27,24 +27,30 @@ pub fn upstream_request(
     route: &RouteRt,
     target: &InFlight,
     mut parts: Parts,
-    path: &str,
+    path: Option<&str>,
     client: ClientInfo,
     id: &HeaderValue,
     body: Body,
 ) -> Result<Request<Body>, GatewayError> {
-    let path_and_query = match parts.uri.query() {
-        Some(query) => format!("{path}?{query}"),
-        None => path.to_string(),
-    };
-    let uri =
-        Uri::builder()
-            .scheme(route.pool.scheme.clone())
-            .authority(target.authority().clone())
-            .path_and_query(PathAndQuery::try_from(path_and_query).map_err(|_| {
+    let path_and_query = match (path, parts.uri.path_and_query()) {
+        (None, Some(original)) => original.clone(),
+        (path, _) => {
+            let path = path.unwrap_or("/");
+            let text = match parts.uri.query() {
+                Some(query) => format!("{path}?{query}"),
+                None => path.to_string(),
+            };
+            PathAndQuery::try_from(text).map_err(|_| {
                 GatewayError::BadRequest("the request path cannot be forwarded".into())
-            })?)
-            .build()
-            .map_err(|_| GatewayError::BadRequest("the request URI cannot be forwarded".into()))?;
+            })?
+        }
+    };
+    let uri = Uri::builder()
+        .scheme(route.pool.scheme.clone())
+        .authority(target.authority().clone())
+        .path_and_query(path_and_query)
+        .build()
+        .map_err(|_| GatewayError::BadRequest("the request URI cannot be forwarded".into()))?;
 
     let original_host = parts.headers.get(header::HOST).cloned().or_else(|| {
         parts
@@ -65,7 +71,7 @@ pub fn upstream_request(
     let host = if route.preserve_host {
         original_host
     } else {
-        HeaderValue::from_str(target.authority().as_str()).ok()
+        Some(target.host_header().clone())
     };
     match host {
         Some(host) => {

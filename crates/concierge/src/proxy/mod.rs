@@ -3,6 +3,7 @@
 mod forward;
 mod upgrade;
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -36,7 +37,8 @@ pub async fn handle(
     request: Request<Incoming>,
 ) -> Response<Body> {
     let id = request_id(request.headers());
-    let instance = request.uri().path().to_owned();
+    // Cheap: a URI shares its bytes; kept only to name the path in errors.
+    let uri = request.uri().clone();
     let result = match snapshot.frontend(&frontend) {
         Some(frontend) => proxy(frontend, client, &tunnels, &id, request).await,
         None => Err(GatewayError::Unavailable(
@@ -47,7 +49,7 @@ pub async fn handle(
         Ok(response) => response,
         Err(error) => {
             tracing::debug!(request_id = ?id, %error, "answered by the gateway");
-            return error.to_response(id.to_str().unwrap_or_default(), &instance);
+            return error.to_response(id.to_str().unwrap_or_default(), uri.path());
         }
     };
     response.headers_mut().insert(X_REQUEST_ID, id);
@@ -70,9 +72,11 @@ async fn proxy(
             .lookup(host.as_deref(), request.method(), &path, request.headers())
         {
             Lookup::Found { value, params } => {
-                let rewritten = match &value.rewrite {
-                    Some(rewrite) => rewrite.apply(&path, &params),
-                    None => path.clone().into_owned(),
+                // `None`: forward the client's path and query as they are.
+                let rewritten = match (&value.rewrite, &path) {
+                    (Some(rewrite), _) => Some(rewrite.apply(&path, &params)),
+                    (None, Cow::Owned(normalised)) => Some(normalised.clone()),
+                    (None, Cow::Borrowed(_)) => None,
                 };
                 (value.clone(), rewritten)
             }
@@ -99,8 +103,15 @@ async fn proxy(
     let in_flight = route
         .pool
         .pick(forward::hash_key(&route, &parts, client).as_deref());
-    let upstream =
-        forward::upstream_request(&route, &in_flight, parts, &upstream_path, client, id, body)?;
+    let upstream = forward::upstream_request(
+        &route,
+        &in_flight,
+        parts,
+        upstream_path.as_deref(),
+        client,
+        id,
+        body,
+    )?;
     let timeout = route.pool.request_timeout.unwrap_or(limits.request_timeout);
     let result = tokio::time::timeout(timeout, route.pool.client.request(upstream)).await;
     let mut response = match result {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use http::HeaderValue;
 use http::uri::{Authority, Scheme};
 
 use super::balance::{Balancer, TargetLoad};
@@ -18,6 +19,8 @@ pub struct Pool {
     /// The configuration this pool was built from, to detect changes on reload.
     pub config: Service,
     pub targets: Vec<Authority>,
+    /// `Host` values for the targets, built once.
+    pub host_headers: Vec<HeaderValue>,
     pub load: Vec<TargetLoad>,
     pub balancer: Balancer,
     pub hash_key: Option<HashKey>,
@@ -29,6 +32,7 @@ pub struct Pool {
 impl Pool {
     pub fn build(name: &str, config: &Service) -> Result<Self, ClientError> {
         let mut targets = Vec::new();
+        let mut host_headers = Vec::new();
         let mut load = Vec::new();
         for target in &config.targets {
             let (address, weight) = match target {
@@ -36,7 +40,11 @@ impl Pool {
                 Target::Weighted { address, weight } => (address.as_str(), *weight),
             };
             // Validation already rejected bad targets; skip rather than panic.
-            if let Ok(authority) = parse_authority(address) {
+            let parsed = parse_authority(address)
+                .ok()
+                .and_then(|a| Some((HeaderValue::from_str(a.as_str()).ok()?, a)));
+            if let Some((host, authority)) = parsed {
+                host_headers.push(host);
                 targets.push(authority);
                 load.push(TargetLoad {
                     weight,
@@ -59,6 +67,7 @@ impl Pool {
             name: name.to_string(),
             config: config.clone(),
             targets,
+            host_headers,
             load,
             balancer,
             hash_key,
@@ -91,6 +100,10 @@ pub struct InFlight {
 impl InFlight {
     pub fn authority(&self) -> &Authority {
         &self.pool.targets[self.index]
+    }
+
+    pub fn host_header(&self) -> &HeaderValue {
+        &self.pool.host_headers[self.index]
     }
 }
 
