@@ -69,12 +69,14 @@ HAPROXY_ADDR=127.0.0.1:18082
 # write_concierge_config below and a row here, e.g.
 #   concierge-auth  http://127.0.0.1:18080/auth/  concierge  -H 'Authorization: Bearer x'
 # ---------------------------------------------------------------------------
-TARGET_TABLE="
+TARGET_TABLE=$(
+    cat <<EOF
 direct     http://$BACKEND_ADDR/    backend
 concierge  http://$CONCIERGE_ADDR/  concierge
 nginx      http://$NGINX_ADDR/      nginx
 haproxy    http://$HAPROXY_ADDR/    haproxy
-"
+EOF
+)
 
 log() { printf '[bench] %s\n' "$*" >&2; }
 die() { printf '[bench] error: %s\n' "$*" >&2; exit 1; }
@@ -83,6 +85,10 @@ declare -A TARGET_URL=() TARGET_SERVER=() TARGET_EXTRA=()
 ALL_TARGETS=()
 while read -r name url server extra; do
     [[ -z "${name:-}" || "$name" == \#* ]] && continue
+    case "$server" in
+    backend | concierge | nginx | haproxy) ;;
+    *) die "target '$name': unknown server '$server'" ;;
+    esac
     TARGET_URL[$name]="$url"
     TARGET_SERVER[$name]="$server"
     TARGET_EXTRA[$name]="${extra:-}"

@@ -22,6 +22,19 @@ pub enum GatewayError {
     GatewayTimeout(std::time::Duration),
     #[error("{0}")]
     Unavailable(String),
+    /// 401 with an RFC 6750 challenge; `invalid_token` unless credentials were missing.
+    #[error("{detail}")]
+    Unauthorized {
+        scheme: &'static str,
+        invalid_token: bool,
+        detail: String,
+    },
+    /// 403 for a verified identity that lacks a required scope or role.
+    #[error("{0}")]
+    InsufficientScope(String),
+    /// 403 for everything else refused by policy (e.g. IP rules).
+    #[error("{0}")]
+    Forbidden(String),
 }
 
 impl GatewayError {
@@ -34,6 +47,27 @@ impl GatewayError {
             Self::BadGateway(_) => StatusCode::BAD_GATEWAY,
             Self::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            Self::InsufficientScope(_) | Self::Forbidden(_) => StatusCode::FORBIDDEN,
+        }
+    }
+
+    /// The `WWW-Authenticate` value (RFC 6750 section 3).
+    fn challenge(&self) -> Option<String> {
+        match self {
+            Self::Unauthorized {
+                scheme,
+                invalid_token: true,
+                detail,
+            } => Some(format!(
+                r#"{scheme} realm="concierge", error="invalid_token", error_description="{}""#,
+                detail.replace('"', "'")
+            )),
+            Self::Unauthorized { scheme, .. } => Some(format!(r#"{scheme} realm="concierge""#)),
+            Self::InsufficientScope(_) => {
+                Some(r#"Bearer realm="concierge", error="insufficient_scope""#.to_string())
+            }
+            _ => None,
         }
     }
 
@@ -62,6 +96,11 @@ impl GatewayError {
             let list: Vec<&str> = allow.iter().map(Method::as_str).collect();
             if let Ok(value) = HeaderValue::from_str(&list.join(", ")) {
                 headers.insert(header::ALLOW, value);
+            }
+        }
+        if let Some(challenge) = self.challenge() {
+            if let Ok(value) = HeaderValue::from_str(&challenge) {
+                headers.insert(header::WWW_AUTHENTICATE, value);
             }
         }
         if status == StatusCode::SERVICE_UNAVAILABLE {

@@ -93,9 +93,11 @@ pub struct Gateway {
 
 impl Gateway {
     /// Loads and compiles the configuration; nothing is bound yet.
-    pub fn new(source: ConfigSource) -> Result<Arc<Self>, ReloadError> {
+    pub async fn new(source: ConfigSource) -> Result<Arc<Self>, ReloadError> {
         let config = source.load()?;
         let snapshot = snapshot::compile(source.path(), &config, None)?;
+        // Keys are fetched before any listener accepts traffic.
+        snapshot.verifier.load_keys().await;
         Ok(Arc::new(Self {
             source,
             snapshot: ArcSwap::from_pointee(snapshot),
@@ -140,6 +142,7 @@ impl Gateway {
         let config = self.source.load()?;
         let current = self.snapshot();
         let next = snapshot::compile(self.source.path(), &config, Some(&current))?;
+        next.verifier.load_keys().await;
         let bound = bind_new(&next, &listeners).await?;
         let generation = next.generation;
         if next.admin != current.admin {
@@ -165,16 +168,8 @@ impl Gateway {
 
     /// Logs the outcome of a reload; used by the watcher and SIGHUP.
     pub async fn reload_and_log(self: &Arc<Self>, trigger: &str) {
-        match self.reload().await {
-            Ok(_) => {}
-            Err(error) => {
-                for line in error.lines() {
-                    tracing::error!(
-                        trigger,
-                        "reload rejected, still serving the previous configuration: {line}"
-                    );
-                }
-            }
+        if let Err(error) = self.reload().await {
+            log_rejection(trigger, &error);
         }
     }
 
@@ -194,6 +189,17 @@ impl Gateway {
             tracing::warn!(?grace, "grace period over, closing remaining connections");
         }
         drained
+    }
+}
+
+/// Logs why a reload was refused. Every trigger logs, the admin API too:
+/// the log must explain why the previous configuration is still serving.
+pub fn log_rejection(trigger: &str, error: &ReloadError) {
+    for line in error.lines() {
+        tracing::error!(
+            trigger,
+            "reload rejected, still serving the previous configuration: {line}"
+        );
     }
 }
 

@@ -63,11 +63,19 @@ pub fn set_forwarded(
     https: bool,
     host: Option<&HeaderValue>,
 ) {
-    let client = client.to_string();
-    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prior) if !prior.trim().is_empty() => format!("{prior}, {client}"),
-        _ => client,
-    };
+    // Several X-Forwarded-For lines are one list (RFC 9110 5.3): keep every
+    // earlier hop, in order, not just the first line.
+    let mut xff = String::new();
+    for prior in headers.get_all(&X_FORWARDED_FOR) {
+        match prior.to_str().map(str::trim) {
+            Ok(prior) if !prior.is_empty() => {
+                xff.push_str(prior);
+                xff.push_str(", ");
+            }
+            _ => {}
+        }
+    }
+    xff.push_str(&client.to_string());
     if let Ok(value) = HeaderValue::from_str(&xff) {
         headers.insert(X_FORWARDED_FOR, value);
     }
@@ -191,6 +199,21 @@ mod tests {
         assert_eq!(h[X_FORWARDED_FOR], "10.0.0.1, 192.0.2.7");
         assert_eq!(h[X_FORWARDED_PROTO], "https");
         assert_eq!(h[X_FORWARDED_HOST], "shop");
+
+        // Several header lines are one list; every hop is kept, in order.
+        let mut h = HeaderMap::new();
+        h.append(X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.1"));
+        h.append(X_FORWARDED_FOR, HeaderValue::from_static(""));
+        h.append(
+            X_FORWARDED_FOR,
+            HeaderValue::from_static("10.0.0.2, 10.0.0.3"),
+        );
+        set_forwarded(&mut h, "192.0.2.7".parse().unwrap(), false, None);
+        assert_eq!(
+            h[X_FORWARDED_FOR],
+            "10.0.0.1, 10.0.0.2, 10.0.0.3, 192.0.2.7"
+        );
+        assert_eq!(h.get_all(X_FORWARDED_FOR).iter().count(), 1);
     }
 
     #[test]

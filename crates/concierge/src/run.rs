@@ -6,7 +6,7 @@ use crate::gateway::{ConfigSource, Gateway};
 
 /// Starts everything and blocks until shutdown has drained.
 pub async fn run(source: ConfigSource) -> anyhow::Result<()> {
-    let gateway = match Gateway::new(source) {
+    let gateway = match Gateway::new(source).await {
         Ok(g) => g,
         Err(error) => {
             for line in error.lines() {

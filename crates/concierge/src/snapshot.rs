@@ -11,7 +11,14 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue, Method};
 use serde_saphyr::Location;
 
+use crate::auth::apikey::ApiKeyStore;
+use crate::auth::cors::CorsPolicy;
+use crate::auth::identity_headers::IdentityHeadersRt;
+use crate::auth::ip::{IpFilter, parse_net};
+use crate::auth::jwt::{Provider, Verifier};
+use crate::auth::policy::AuthRt;
 use crate::config::model::{Config, Limits, Route};
+use crate::config::security::Credential;
 use crate::config::{ConfigError, ConfigErrors};
 use crate::headers::HeaderOpsRt;
 use crate::router::host::HostPattern;
@@ -56,6 +63,9 @@ impl EffectiveLimits {
 /// A compiled route.
 pub struct RouteRt {
     pub name: String,
+    /// Client address rules of the route (the frontend's run first).
+    pub ip: IpFilter,
+    pub auth: AuthRt,
     pub pool: Arc<Pool>,
     pub rewrite: Option<PathRewrite>,
     pub preserve_host: bool,
@@ -72,6 +82,11 @@ pub struct FrontendRt {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub limits: EffectiveLimits,
     pub routes: RouteTable<Arc<RouteRt>>,
+    pub ip: IpFilter,
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub cors: Option<CorsPolicy>,
+    pub api_keys: Option<ApiKeyStore>,
+    pub identity: IdentityHeadersRt,
 }
 
 /// Everything a request needs, immutable once published.
@@ -81,6 +96,7 @@ pub struct Snapshot {
     /// Which frontend each listening address serves.
     pub by_listen: HashMap<SocketAddr, Arc<str>>,
     pub pools: HashMap<String, Arc<Pool>>,
+    pub verifier: Arc<Verifier>,
     pub admin: Option<SocketAddr>,
     pub shutdown_grace: Duration,
     pub watch_config: bool,
@@ -123,6 +139,8 @@ pub fn compile(
         pools.insert(name.clone(), pool);
     }
 
+    let verifier = compile_providers(file, config, previous, &mut errors);
+
     let server_limits = EffectiveLimits::defaults().overridden_by(&config.server.limits);
     let mut frontends = HashMap::new();
     for spanned in &config.frontends {
@@ -138,6 +156,37 @@ pub fn compile(
             },
             None => None,
         };
+        let mut fail =
+            |message: String| errors.push(ConfigError::at(file, &spanned.referenced, message));
+        let ip = IpFilter::new(&f.ip_rules.allow, &f.ip_rules.deny).unwrap_or_else(|e| {
+            fail(format!("frontend `{}` ip_rules: {e}", f.name.value));
+            IpFilter::default()
+        });
+        let trusted_proxies = f
+            .client_address
+            .trusted_proxies
+            .iter()
+            .filter_map(|t| {
+                parse_net(t)
+                    .map_err(|e| fail(format!("trusted_proxies: {e}")))
+                    .ok()
+            })
+            .collect();
+        let cors = f.cors.as_ref().and_then(|c| {
+            CorsPolicy::build(c)
+                .map_err(|e| fail(format!("frontend `{}` cors: {e}", f.name.value)))
+                .ok()
+        });
+        let api_keys = f.api_keys.as_ref().and_then(|k| {
+            ApiKeyStore::build(k)
+                .map_err(|e| fail(format!("frontend `{}` api_keys: {e}", f.name.value)))
+                .ok()
+        });
+        let identity = IdentityHeadersRt::build(&f.identity_headers).unwrap_or_else(|e| {
+            fail(e);
+            IdentityHeadersRt::build(&Default::default())
+                .expect("the default identity headers are valid")
+        });
         let frontend_request = HeaderOpsRt::compile(&f.headers.request);
         let frontend_response = HeaderOpsRt::compile(&f.headers.response);
         let mut routes = Vec::new();
@@ -146,7 +195,21 @@ pub fn compile(
                 continue;
             };
             let r = &route.value;
+            let auth = AuthRt::merge(&f.auth, &r.auth);
+            if let Some(problem) = auth_problem(&auth, &verifier, api_keys.is_some()) {
+                errors.push(ConfigError::at(file, &route.referenced, problem));
+            }
+            let ip = IpFilter::new(&r.ip_rules.allow, &r.ip_rules.deny).unwrap_or_else(|e| {
+                errors.push(ConfigError::at(
+                    file,
+                    &route.referenced,
+                    format!("ip_rules: {e}"),
+                ));
+                IpFilter::default()
+            });
             let compiled = RouteRt {
+                ip,
+                auth,
                 name: r
                     .name
                     .clone()
@@ -178,6 +241,11 @@ pub fn compile(
                 tls,
                 limits,
                 routes: RouteTable::new(routes),
+                ip,
+                trusted_proxies,
+                cors,
+                api_keys,
+                identity,
             }),
         );
     }
@@ -193,10 +261,70 @@ pub fn compile(
         frontends,
         by_listen,
         pools,
+        verifier,
         admin: config.admin.as_ref().map(|a| a.listen.value.0),
         shutdown_grace: config.server.shutdown_grace.0,
         watch_config: config.server.watch_config,
     })
+}
+
+/// Providers are carried over when unchanged (keeping their fetched keys),
+/// and so is the verified-token cache when no provider changed at all.
+fn compile_providers(
+    file: &Path,
+    config: &Config,
+    previous: Option<&Snapshot>,
+    errors: &mut Vec<ConfigError>,
+) -> Arc<Verifier> {
+    let mut providers = HashMap::new();
+    let mut all_reused = true;
+    for (name, spanned) in &config.identity_providers {
+        let reused = previous
+            .and_then(|p| p.verifier.providers.get(name))
+            .filter(|p| p.config == spanned.value)
+            .cloned();
+        all_reused &= reused.is_some();
+        let provider = match reused {
+            Some(p) => p,
+            None => match Provider::build(name, &spanned.value) {
+                Ok(p) => Arc::new(p),
+                Err(e) => {
+                    errors.push(ConfigError::at(
+                        file,
+                        &spanned.referenced,
+                        format!("identity provider `{name}`: {e}"),
+                    ));
+                    continue;
+                }
+            },
+        };
+        providers.insert(name.clone(), provider);
+    }
+    match previous {
+        Some(p) if all_reused && p.verifier.providers.len() == providers.len() => {
+            p.verifier.clone()
+        }
+        _ => Arc::new(Verifier::new(providers)),
+    }
+}
+
+/// A route policy that cannot work with what is configured.
+fn auth_problem(auth: &AuthRt, verifier: &Verifier, has_api_keys: bool) -> Option<String> {
+    if let Some(names) = &auth.providers {
+        if let Some(missing) = names.iter().find(|n| !verifier.providers.contains_key(*n)) {
+            return Some(format!(
+                "auth names identity provider `{missing}`, which does not exist"
+            ));
+        }
+    }
+    let needs_jwt = matches!(auth.require, Credential::Jwt) || auth.needs_authorization();
+    if needs_jwt && verifier.is_empty() {
+        return Some("this route requires a token but no identity_providers are configured".into());
+    }
+    if matches!(auth.require, Credential::ApiKey) && !has_api_keys {
+        return Some("this route requires an API key but its frontend has no api_keys".into());
+    }
+    None
 }
 
 fn non_empty(ops: Vec<HeaderOpsRt>) -> Vec<HeaderOpsRt> {

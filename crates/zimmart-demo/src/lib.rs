@@ -4,9 +4,14 @@
 //!
 //! Each service speaks HTTP/1.1 and h2c on one port, tags every response
 //! with `X-Served-By: <service>`, and answers `GET /health` and
-//! `/echo/...` (any method) besides its own routes. Identity arrives as the
-//! `X-User-ID` / `X-Role` headers the gateway injects; the services never
-//! see or check a token.
+//! `/echo/...` (any method) besides its own routes.
+//!
+//! The auth service is also the demo identity provider: `POST /login`
+//! issues ES256 access tokens (issuer [`ISSUER`], audience [`AUDIENCE`],
+//! claims [`Claims`]), signed with a key made fresh at every start and
+//! published at `/.well-known/jwks.json`. The gateway verifies those tokens
+//! and injects identity as the `X-User-ID` / `X-Role` headers; the other
+//! services never see or check a token.
 
 #![forbid(unsafe_code)]
 
@@ -17,6 +22,7 @@ mod order;
 mod payment;
 mod product;
 mod serve;
+mod tokens;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -24,6 +30,14 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+
+pub use tokens::{Claims, TOKEN_TTL_SECS};
+
+/// The `iss` of every token the auth service issues.
+pub const ISSUER: &str = "https://auth.zimmart.demo";
+
+/// The `aud` of every token the auth service issues: the API behind the gateway.
+pub const AUDIENCE: &str = "zimmart-api";
 
 /// Where each service listens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,7 +109,8 @@ impl Drop for RunningDemo {
 }
 
 /// Binds all five services, then starts serving them on the current Tokio
-/// runtime. Fails without starting anything if any address cannot be bound.
+/// runtime. Fails without starting anything if any address cannot be bound
+/// (or, in practice never, if the auth service's signing key cannot be made).
 pub async fn start(addrs: DemoAddrs) -> std::io::Result<RunningDemo> {
     let auth = TcpListener::bind(addrs.auth).await?;
     let product = TcpListener::bind(addrs.product).await?;
@@ -110,9 +125,12 @@ pub async fn start(addrs: DemoAddrs) -> std::io::Result<RunningDemo> {
         notification: notification.local_addr()?,
     };
 
+    // The auth service needs its real address for its discovery document.
+    let auth_svc = Arc::new(auth::Auth::new(bound.auth)?);
+
     let (stop, rx) = watch::channel(());
     let tasks = vec![
-        serve::spawn(auth, Arc::new(auth::Auth), rx.clone()),
+        serve::spawn(auth, auth_svc, rx.clone()),
         serve::spawn(product, Arc::new(product::Catalogue::seeded()), rx.clone()),
         serve::spawn(order, Arc::new(order::OrderBook::seeded()), rx.clone()),
         serve::spawn(payment, Arc::new(payment::Payment), rx.clone()),

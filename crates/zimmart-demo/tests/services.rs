@@ -9,8 +9,10 @@ use hyper::{Method, Request, StatusCode};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::Value;
-use zimmart_demo::{DemoAddrs, start};
+use zimmart_demo::{AUDIENCE, Claims, DemoAddrs, ISSUER, TOKEN_TTL_SECS, start};
 
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
@@ -124,6 +126,116 @@ async fn identity_comes_from_the_gateway_headers() {
     assert_eq!(unread.json["count"], 3);
     let count = get(a.notification, "/notifications/unread-count", TENDAI).await;
     assert_eq!(count.json, serde_json::json!({ "unread": 3 }));
+}
+
+async fn login(addr: SocketAddr, body: &str) -> Reply {
+    call(&http1(), Method::POST, addr, "/login", &[], body).await
+}
+
+/// Verifies `token` the way the gateway will: key from the served JWKS,
+/// chosen by the token's `kid`, with issuer and audience checked.
+async fn verify(auth: SocketAddr, token: &str) -> Claims {
+    let jwks: JwkSet = serde_json::from_value(get(auth, "/.well-known/jwks.json", &[]).await.json)
+        .expect("JWKS parses");
+    let kid = jsonwebtoken::decode_header(token).unwrap().kid.unwrap();
+    let jwk = jwks.find(&kid).expect("token's kid is in the JWKS");
+    let mut validation = Validation::new(Algorithm::ES256);
+    validation.set_issuer(&[ISSUER]);
+    validation.set_audience(&[AUDIENCE]);
+    let key = DecodingKey::from_jwk(jwk).unwrap();
+    jsonwebtoken::decode::<Claims>(token, &key, &validation)
+        .expect("token verifies")
+        .claims
+}
+
+#[tokio::test]
+async fn login_issues_tokens_that_verify_against_the_jwks() {
+    let demo = start(DemoAddrs::ephemeral()).await.unwrap();
+    let a = demo.addrs.auth;
+
+    let r = login(a, r#"{"username":"tendai","password":"zimmart"}"#).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.headers["cache-control"], "no-store");
+    assert_eq!(r.json["token_type"], "Bearer");
+    assert_eq!(r.json["expires_in"], TOKEN_TTL_SECS);
+    let claims = verify(a, r.json["access_token"].as_str().unwrap()).await;
+    assert_eq!(claims.iss, ISSUER);
+    assert_eq!(claims.aud, AUDIENCE);
+    assert_eq!(claims.sub, "u-1001");
+    assert_eq!(claims.role, "customer");
+    assert_eq!(claims.name, "Tendai Moyo");
+    assert!(claims.scope.split(' ').any(|s| s == "orders:write"));
+    assert!(!claims.scope.split(' ').any(|s| s == "products:write"));
+    assert_eq!(claims.nbf, claims.iat);
+    assert_eq!(claims.exp, claims.iat + TOKEN_TTL_SECS);
+
+    let r = login(a, r#"{"username":"admin","password":"zimmart"}"#).await;
+    let claims = verify(a, r.json["access_token"].as_str().unwrap()).await;
+    assert_eq!(
+        (claims.sub.as_str(), claims.role.as_str()),
+        ("u-0001", "admin")
+    );
+    assert!(claims.scope.split(' ').any(|s| s == "products:write"));
+}
+
+#[tokio::test]
+async fn bad_logins_are_refused() {
+    let demo = start(DemoAddrs::ephemeral()).await.unwrap();
+    let a = demo.addrs.auth;
+    for body in [
+        r#"{"username":"tendai","password":"wrong"}"#,
+        r#"{"username":"nobody","password":"zimmart"}"#,
+    ] {
+        let r = login(a, body).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{body}");
+        assert_eq!(r.headers["content-type"], "application/problem+json");
+        assert!(r.json.get("access_token").is_none());
+    }
+    for body in ["{not json", r#"{"username":"tendai"}"#, ""] {
+        assert_eq!(
+            login(a, body).await.status,
+            StatusCode::BAD_REQUEST,
+            "{body}"
+        );
+    }
+    let r = get(a, "/login", &[]).await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(r.headers["allow"], "POST");
+}
+
+#[tokio::test]
+async fn jwks_and_discovery_describe_the_signing_key() {
+    let demo = start(DemoAddrs::ephemeral()).await.unwrap();
+    let a = demo.addrs.auth;
+
+    let jwks = get(a, "/.well-known/jwks.json", &[]).await;
+    assert_eq!(jwks.status, StatusCode::OK);
+    assert_eq!(jwks.headers["cache-control"], "max-age=300");
+    let keys = jwks.json["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys[0]["kty"], "EC");
+    assert_eq!(keys[0]["crv"], "P-256");
+    assert_eq!(keys[0]["alg"], "ES256");
+    assert_eq!(keys[0]["use"], "sig");
+    assert!(keys[0].get("d").is_none(), "private key published");
+
+    let r = login(a, r#"{"username":"rudo","password":"zimmart"}"#).await;
+    let header = jsonwebtoken::decode_header(r.json["access_token"].as_str().unwrap()).unwrap();
+    assert_eq!(header.alg, Algorithm::ES256);
+    assert_eq!(header.typ.as_deref(), Some("JWT"));
+    assert_eq!(keys[0]["kid"], header.kid.unwrap());
+
+    let disco = get(a, "/.well-known/openid-configuration", &[]).await;
+    assert_eq!(disco.status, StatusCode::OK);
+    assert_eq!(disco.json["issuer"], ISSUER);
+    assert_eq!(
+        disco.json["jwks_uri"],
+        format!("http://{a}/.well-known/jwks.json")
+    );
+    assert_eq!(
+        disco.json["id_token_signing_alg_values_supported"],
+        serde_json::json!(["ES256"])
+    );
 }
 
 #[tokio::test]

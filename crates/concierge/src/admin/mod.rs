@@ -54,10 +54,13 @@ async fn route(gateway: Arc<Gateway>, request: Request<Incoming>) -> Response<Bo
                 StatusCode::OK,
                 json!({"reloaded": true, "generation": generation}),
             ),
-            Err(error) => json_response(
-                StatusCode::BAD_REQUEST,
-                json!({"reloaded": false, "errors": error.lines()}),
-            ),
+            Err(error) => {
+                crate::gateway::log_rejection("admin API", &error);
+                json_response(
+                    StatusCode::BAD_REQUEST,
+                    json!({"reloaded": false, "errors": error.lines()}),
+                )
+            }
         },
         (_, "/healthz" | "/config" | "/reload") => json_response(
             StatusCode::METHOD_NOT_ALLOWED,

@@ -52,7 +52,9 @@ pub fn load_text(
 /// serde-saphyr appends its own position and a source snippet to messages;
 /// we print the position ourselves, so keep only the first line of the text.
 fn clean_message(error: &serde_saphyr::Error) -> String {
-    let full = error.to_string();
+    // The snippet form titles the message `line L column C: ...`, which the
+    // suffix stripping below cannot see; the plain form ends `at line L, column C`.
+    let full = error.without_snippet().to_string();
     let first = full.lines().next().unwrap_or_default().trim();
     let first = first
         .strip_prefix("error: ")

@@ -4,6 +4,7 @@
 pub mod error;
 pub mod load;
 pub mod model;
+pub mod security;
 pub mod units;
 pub mod validate;
 

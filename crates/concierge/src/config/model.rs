@@ -13,6 +13,9 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
+use super::security::{
+    ApiKeys, AuthPolicy, ClientAddress, Cors, IdentityHeaders, IdentityProvider, IpRules, Providers,
+};
 use super::units::{ByteSize, DurationStr};
 
 /// The whole configuration file.
@@ -28,6 +31,10 @@ pub struct Config {
     /// Named listeners, one per client profile (backend for frontend).
     #[schemars(with = "Vec<Frontend>")]
     pub frontends: Vec<Spanned<Frontend>>,
+    /// JWT issuers the gateway trusts, by name.
+    #[serde(default)]
+    #[schemars(with = "BTreeMap<String, IdentityProvider>")]
+    pub identity_providers: Providers,
     /// Upstream pools, by name.
     #[serde(default)]
     #[schemars(with = "BTreeMap<String, Service>")]
@@ -101,6 +108,24 @@ pub struct Frontend {
     /// Header rules applied to every route of this frontend (before the route's own).
     #[serde(default)]
     pub headers: HeaderRules,
+    /// Client address allow/deny rules for every route (checked before the route's).
+    #[serde(default)]
+    pub ip_rules: IpRules,
+    /// Where the client address comes from behind trusted proxies.
+    #[serde(default)]
+    pub client_address: ClientAddress,
+    /// Default authentication and authorization for the routes.
+    #[serde(default)]
+    pub auth: AuthPolicy,
+    /// Names of the trusted identity headers, and optional signing.
+    #[serde(default)]
+    pub identity_headers: IdentityHeaders,
+    /// API keys accepted on this frontend.
+    #[serde(default)]
+    pub api_keys: Option<ApiKeys>,
+    /// CORS; preflights are answered here, never forwarded.
+    #[serde(default)]
+    pub cors: Option<Cors>,
     /// Routes, matched by specificity (see docs/routing.md), not by order.
     #[serde(default)]
     #[schemars(with = "Vec<Route>")]
@@ -156,6 +181,12 @@ pub struct Route {
     /// Header rules applied after the frontend's.
     #[serde(default)]
     pub headers: HeaderRules,
+    /// Client address rules, checked after the frontend's.
+    #[serde(default)]
+    pub ip_rules: IpRules,
+    /// Overrides of the frontend's auth policy.
+    #[serde(default)]
+    pub auth: AuthPolicy,
 }
 
 /// Request matching conditions; all given conditions must hold.

@@ -2,9 +2,13 @@
 
 use http::request::Parts;
 use http::uri::{PathAndQuery, Uri};
-use http::{HeaderValue, Request, header};
+use std::net::IpAddr;
+
+use http::{HeaderName, HeaderValue, Request, header};
 
 use super::ClientInfo;
+use crate::auth::identity::Identity;
+use crate::auth::identity_headers::IdentityHeadersRt;
 use crate::body::Body;
 use crate::config::model::HashKey;
 use crate::error::GatewayError;
@@ -12,15 +16,22 @@ use crate::headers::{X_REQUEST_ID, set_forwarded, strip_hop_by_hop};
 use crate::snapshot::RouteRt;
 use crate::upstream::InFlight;
 
+/// The identity to assert upstream, and the credentials to hide from it.
+pub struct IdentityContext<'a> {
+    pub headers: &'a IdentityHeadersRt,
+    pub identity: Option<&'a Identity>,
+    pub api_key_header: Option<&'a HeaderName>,
+}
+
 /// The consistent-hash key of a request, when the pool hashes.
-pub fn hash_key(route: &RouteRt, parts: &Parts, client: ClientInfo) -> Option<Vec<u8>> {
+pub fn hash_key(route: &RouteRt, parts: &Parts, client_ip: IpAddr) -> Option<Vec<u8>> {
     let key = route.pool.hash_key.as_ref()?;
     if let HashKey::Header(name) = key {
         if let Some(value) = parts.headers.get(name.as_str()) {
             return Some(value.as_bytes().to_vec());
         }
     }
-    Some(client.peer.ip().to_string().into_bytes())
+    Some(client_ip.to_string().into_bytes())
 }
 
 pub fn upstream_request(
@@ -30,6 +41,7 @@ pub fn upstream_request(
     path: Option<&str>,
     client: ClientInfo,
     id: &HeaderValue,
+    identity: &IdentityContext<'_>,
     body: Body,
 ) -> Result<Request<Body>, GatewayError> {
     let path_and_query = match (path, parts.uri.path_and_query()) {
@@ -68,6 +80,14 @@ pub fn upstream_request(
         original_host.as_ref(),
     );
     headers.insert(X_REQUEST_ID, id.clone());
+    // Services trust these headers because only the gateway can set them.
+    identity.headers.strip_spoofed(headers);
+    if let Some(verified) = identity.identity {
+        identity.headers.inject(headers, verified);
+    }
+    if let Some(name) = identity.api_key_header {
+        headers.remove(name);
+    }
     let host = if route.preserve_host {
         original_host
     } else {

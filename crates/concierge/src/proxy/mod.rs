@@ -1,6 +1,7 @@
 //! The request path: normalise, route, enforce limits, forward, stream back.
 
 mod forward;
+mod policies;
 mod upgrade;
 
 use std::borrow::Cow;
@@ -13,6 +14,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::ip;
 use crate::body::{Body, BodyTooLarge, Guarded, Limited};
 use crate::error::GatewayError;
 use crate::headers::{X_REQUEST_ID, request_id};
@@ -39,30 +41,69 @@ pub async fn handle(
     let id = request_id(request.headers());
     // Cheap: a URI shares its bytes; kept only to name the path in errors.
     let uri = request.uri().clone();
-    let result = match snapshot.frontend(&frontend) {
-        Some(frontend) => proxy(frontend, client, &tunnels, &id, request).await,
-        None => Err(GatewayError::Unavailable(
+    let Some(frontend) = snapshot.frontend(&frontend) else {
+        let error = GatewayError::Unavailable(
             "this listener is being retired by a configuration reload".into(),
-        )),
+        );
+        return error.to_response(id.to_str().unwrap_or_default(), uri.path());
     };
-    let mut response = match result {
+    let client_ip = ip::client_ip(
+        client.peer.ip(),
+        request.headers(),
+        &frontend.trusted_proxies,
+    );
+    // IP rules answer before any other work, preflights included.
+    if !frontend.ip.permits(client_ip) {
+        return GatewayError::Forbidden("the client address is not allowed".into())
+            .to_response(id.to_str().unwrap_or_default(), uri.path());
+    }
+    let origin = match &frontend.cors {
+        Some(cors) => {
+            if let Some(mut preflight) = cors.preflight(request.method(), request.headers()) {
+                preflight.headers_mut().insert(X_REQUEST_ID, id);
+                return preflight;
+            }
+            request.headers().get(header::ORIGIN).cloned()
+        }
+        None => None,
+    };
+    let context = Context {
+        snapshot: &snapshot,
+        frontend,
+        client,
+        client_ip,
+        tunnels: &tunnels,
+        id: &id,
+    };
+    let mut response = match proxy(context, request).await {
         Ok(response) => response,
         Err(error) => {
             tracing::debug!(request_id = ?id, %error, "answered by the gateway");
-            return error.to_response(id.to_str().unwrap_or_default(), uri.path());
+            error.to_response(id.to_str().unwrap_or_default(), uri.path())
         }
     };
+    if let Some(cors) = &frontend.cors {
+        cors.decorate(origin.as_ref(), response.headers_mut());
+    }
     response.headers_mut().insert(X_REQUEST_ID, id);
     response
 }
 
-async fn proxy(
-    frontend: &FrontendRt,
+/// What the request path knows besides the request itself.
+struct Context<'a> {
+    snapshot: &'a Snapshot,
+    frontend: &'a FrontendRt,
     client: ClientInfo,
-    tunnels: &TaskTracker,
-    id: &HeaderValue,
+    client_ip: std::net::IpAddr,
+    tunnels: &'a TaskTracker,
+    id: &'a HeaderValue,
+}
+
+async fn proxy(
+    cx: Context<'_>,
     mut request: Request<Incoming>,
 ) -> Result<Response<Body>, GatewayError> {
+    let frontend = cx.frontend;
     let path = normalize_path(request.uri().path())
         .map_err(|e| GatewayError::BadRequest(e.to_string()))?;
     let host = request_host(&request);
@@ -85,6 +126,19 @@ async fn proxy(
             }
             Lookup::NotFound => return Err(GatewayError::NotFound),
         };
+    if !route.ip.permits(cx.client_ip) {
+        return Err(GatewayError::Forbidden(
+            "the client address is not allowed on this route".into(),
+        ));
+    }
+    let identity = policies::authenticate(
+        &cx.snapshot.verifier,
+        frontend,
+        &route,
+        request.headers(),
+        request.uri().query(),
+    )
+    .await?;
     let limits = route.limits;
     if let Some(length) = content_length(&request)? {
         if length > limits.max_body_bytes {
@@ -102,14 +156,20 @@ async fn proxy(
 
     let in_flight = route
         .pool
-        .pick(forward::hash_key(&route, &parts, client).as_deref());
+        .pick(forward::hash_key(&route, &parts, cx.client_ip).as_deref());
+    let identity_context = forward::IdentityContext {
+        headers: &frontend.identity,
+        identity: identity.as_ref(),
+        api_key_header: frontend.api_keys.as_ref().map(|k| &k.header),
+    };
     let upstream = forward::upstream_request(
         &route,
         &in_flight,
         parts,
         upstream_path.as_deref(),
-        client,
-        id,
+        cx.client,
+        cx.id,
+        &identity_context,
         body,
     )?;
     let timeout = route.pool.request_timeout.unwrap_or(limits.request_timeout);
@@ -131,7 +191,7 @@ async fn proxy(
     if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client_upgrade) = client_upgrade {
             upgrade::splice(
-                tunnels,
+                cx.tunnels,
                 client_upgrade,
                 hyper::upgrade::on(&mut response),
                 route.name.clone(),

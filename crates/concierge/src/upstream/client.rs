@@ -1,6 +1,7 @@
 //! The pooled HTTP client of one service: keep-alive HTTP/1.1, h2c, or TLS
 //! with ALPN, with the service's connect and idle timeouts.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +19,8 @@ pub type HttpClient = Client<HttpsConnector<HttpConnector>, Body>;
 pub enum ClientError {
     #[error("cannot read ca_file {path}: {reason}")]
     CaFile { path: String, reason: String },
+    #[error("TLS settings: {0}")]
+    Tls(String),
 }
 
 pub fn build(service: &Service) -> Result<HttpClient, ClientError> {
@@ -52,38 +55,36 @@ pub fn build(service: &Service) -> Result<HttpClient, ClientError> {
 }
 
 fn tls_config(service: &Service) -> Result<rustls::ClientConfig, ClientError> {
-    let mut roots = rustls::RootCertStore::empty();
-    match &service.ca_file {
-        Some(path) => {
-            use rustls_pki_types::CertificateDer;
-            use rustls_pki_types::pem::PemObject;
-            let certs = CertificateDer::pem_file_iter(path).map_err(|e| ClientError::CaFile {
-                path: path.display().to_string(),
-                reason: e.to_string(),
-            })?;
-            for cert in certs {
-                let cert = cert.map_err(|e| ClientError::CaFile {
-                    path: path.display().to_string(),
-                    reason: e.to_string(),
-                })?;
-                roots.add(cert).map_err(|e| ClientError::CaFile {
-                    path: path.display().to_string(),
-                    reason: e.to_string(),
-                })?;
-            }
-        }
-        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-    }
+    let roots = root_store(service.ca_file.as_deref())?;
     // ALPN is set by the connector builder from the enabled HTTP versions.
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+    rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::aws_lc_rs::default_provider(),
     ))
     .with_safe_default_protocol_versions()
-    .map_err(|e| ClientError::CaFile {
-        path: String::new(),
-        reason: e.to_string(),
-    })?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    Ok(config)
+    .map(|b| b.with_root_certificates(roots).with_no_client_auth())
+    .map_err(|e| ClientError::Tls(e.to_string()))
+}
+
+/// The CA certificates in a PEM bundle, or the public web roots.
+pub fn root_store(ca_file: Option<&Path>) -> Result<rustls::RootCertStore, ClientError> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    let Some(path) = ca_file else {
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        return Ok(roots);
+    };
+    let fail = |reason: String| ClientError::CaFile {
+        path: path.display().to_string(),
+        reason,
+    };
+    for cert in CertificateDer::pem_file_iter(path).map_err(|e| fail(e.to_string()))? {
+        roots
+            .add(cert.map_err(|e| fail(e.to_string()))?)
+            .map_err(|e| fail(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(fail("no certificates in the file".into()));
+    }
+    Ok(roots)
 }

@@ -115,3 +115,99 @@ impl Upstream {
         .await
     }
 }
+
+/// One HTTP/1.1 response read off a raw socket by [`raw_request`].
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    /// Names lower-cased, in wire order.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("{e}: body {:?}", String::from_utf8_lossy(&self.body)))
+    }
+}
+
+/// Writes `request` verbatim and reads one response: for request lines and
+/// headers an HTTP client would normalise or refuse to send. Bytes that
+/// arrived before a connection reset still count, so a response the server
+/// wrote just before closing is not lost.
+pub async fn raw_request(addr: SocketAddr, request: &[u8]) -> RawResponse {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(request).await.expect("write request");
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        if let Some(response) = parse_raw_response(&buf, false) {
+            return response;
+        }
+        let read =
+            tokio::time::timeout(std::time::Duration::from_secs(30), stream.read(&mut chunk))
+                .await
+                .expect("no response within 30s");
+        match read {
+            Ok(0) | Err(_) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    parse_raw_response(&buf, true).unwrap_or_else(|| {
+        panic!(
+            "no complete response in {:?}",
+            String::from_utf8_lossy(&buf)
+        )
+    })
+}
+
+fn parse_raw_response(buf: &[u8], eof: bool) -> Option<RawResponse> {
+    let end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = std::str::from_utf8(&buf[..end]).ok()?;
+    let mut lines = head.split("\r\n");
+    let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let get = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v);
+    let rest = &buf[end + 4..];
+    let body = if get("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+        dechunk(rest)?
+    } else if let Some(len) = get("content-length").and_then(|v| v.parse::<usize>().ok()) {
+        rest.get(..len)?.to_vec()
+    } else if eof {
+        rest.to_vec()
+    } else {
+        return None;
+    };
+    Some(RawResponse {
+        status,
+        headers,
+        body,
+    })
+}
+
+fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = data.windows(2).position(|w| w == b"\r\n")?;
+        let size_text = std::str::from_utf8(&data[..line_end]).ok()?;
+        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+        data = &data[line_end + 2..];
+        if size == 0 {
+            return Some(out);
+        }
+        out.extend_from_slice(data.get(..size)?);
+        data = data.get(size + 2..)?;
+    }
+}

@@ -1,0 +1,317 @@
+//! Bearer JWT verification: the token's `iss` picks the provider; the
+//! provider's allow-list and key family decide which key may verify it.
+//! Verified tokens are cached by digest, never past `exp`, and dropped as
+//! soon as their key leaves the provider's key set.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, Validation};
+
+use super::identity::{Identity, claim_strings};
+use super::keys::{KeyLookup, KeyOrigin, KeyStore};
+use crate::config::security::IdentityProvider;
+
+/// Tokens larger than this are refused before any parsing, whatever the
+/// providers allow.
+const HARD_MAX_TOKEN_BYTES: usize = 64 * 1024;
+const CACHE_CAPACITY: usize = 100_000;
+
+/// Why a token was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    /// The token is bad: 401 `invalid_token`.
+    #[error("{0}")]
+    Invalid(String),
+    /// No usable keys: 503, the client's token may be fine.
+    #[error("the identity provider `{0}` is unavailable")]
+    Unavailable(String),
+}
+
+fn invalid(reason: impl Into<String>) -> TokenError {
+    TokenError::Invalid(reason.into())
+}
+
+/// One identity provider, compiled.
+pub struct Provider {
+    pub name: Arc<str>,
+    pub config: IdentityProvider,
+    algorithms: Vec<Algorithm>,
+    hs_key: Option<DecodingKey>,
+    pub keys: Arc<KeyStore>,
+    leeway: Duration,
+    max_token_bytes: usize,
+}
+
+impl Provider {
+    pub fn build(name: &str, config: &IdentityProvider) -> Result<Self, String> {
+        let mut algorithms = Vec::new();
+        for text in &config.algorithms {
+            let alg: Algorithm = text
+                .parse()
+                .map_err(|_| format!("unknown algorithm `{text}`"))?;
+            algorithms.push(alg);
+        }
+        if algorithms.is_empty() {
+            return Err("list at least one algorithm".into());
+        }
+        let source = &config.keys;
+        let hs_key = match &source.hs_secret {
+            Some(secret) if secret.len() < 32 => {
+                return Err("hs_secret must be at least 32 bytes".into());
+            }
+            Some(secret) => {
+                Some(DecodingKey::from_secret(secret.as_bytes()).map_err(|e| e.to_string())?)
+            }
+            None => None,
+        };
+        let wants_hmac = algorithms
+            .iter()
+            .any(|a| a.family() == AlgorithmFamily::Hmac);
+        let wants_public = algorithms
+            .iter()
+            .any(|a| a.family() != AlgorithmFamily::Hmac);
+        if wants_hmac && hs_key.is_none() {
+            return Err("HS algorithms need keys.hs_secret".into());
+        }
+        let discovery_url = match (&source.discovery_url, source.discovery) {
+            (Some(url), _) => Some(url.clone()),
+            (None, true) => Some(format!(
+                "{}/.well-known/openid-configuration",
+                config.issuer.trim_end_matches('/')
+            )),
+            (None, false) => None,
+        };
+        let origin = match (&source.jwks_url, discovery_url, &source.file) {
+            (Some(url), None, None) => KeyOrigin::Jwks(url.clone()),
+            (None, Some(url), None) => KeyOrigin::Discovery(url),
+            (None, None, Some(_)) => KeyOrigin::Static,
+            (None, None, None) if !wants_public => KeyOrigin::None,
+            (None, None, None) => {
+                return Err(
+                    "asymmetric algorithms need keys.jwks_url, keys.discovery or keys.file".into(),
+                );
+            }
+            _ => {
+                return Err(
+                    "give only one of keys.jwks_url, keys.discovery(_url) and keys.file".into(),
+                );
+            }
+        };
+        let roots = crate::upstream::client::root_store(config.ca_file.as_deref())
+            .map_err(|e| e.to_string())?;
+        let client = super::fetch::client(roots).map_err(|e| e.to_string())?;
+        let keys = KeyStore::new(
+            name,
+            origin,
+            client,
+            config.max_staleness.0,
+            config.min_refetch_interval.0,
+            config.refresh_interval.0,
+        );
+        if let Some(path) = &source.file {
+            keys.load_file(path)?;
+        }
+        Ok(Self {
+            name: Arc::from(name),
+            config: config.clone(),
+            algorithms,
+            hs_key,
+            keys: Arc::new(keys),
+            leeway: config.leeway.0,
+            max_token_bytes: usize::try_from(config.max_token_bytes.0).unwrap_or(usize::MAX),
+        })
+    }
+}
+
+struct CachedIdentity {
+    identity: Arc<Identity>,
+    provider: Arc<str>,
+    kid: Option<String>,
+    hmac: bool,
+    exp: Option<u64>,
+}
+
+/// Every identity provider, by issuer, and the verified-token cache.
+pub struct Verifier {
+    by_issuer: HashMap<String, Arc<Provider>>,
+    pub providers: HashMap<String, Arc<Provider>>,
+    cache: quick_cache::sync::Cache<[u8; 32], Arc<CachedIdentity>>,
+}
+
+#[derive(serde::Deserialize)]
+struct IssuerOnly {
+    iss: Option<String>,
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Verifier {
+    pub fn new(providers: HashMap<String, Arc<Provider>>) -> Self {
+        let by_issuer = providers
+            .values()
+            .map(|p| (p.config.issuer.clone(), p.clone()))
+            .collect();
+        Self {
+            by_issuer,
+            providers,
+            cache: quick_cache::sync::Cache::new(CACHE_CAPACITY),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.providers.is_empty()
+    }
+
+    /// Fetches every provider's keys that are not loaded yet, concurrently,
+    /// then keeps them refreshed in the background.
+    pub async fn load_keys(&self) {
+        let stores: Vec<_> = self.providers.values().map(|p| p.keys.clone()).collect();
+        futures_util::future::join_all(stores.iter().map(|k| k.ensure_loaded())).await;
+        for store in &stores {
+            store.start_refresher();
+        }
+    }
+
+    /// Verifies a bearer token. `allowed` limits which providers may have
+    /// issued it (`None`: any).
+    pub async fn verify(
+        &self,
+        token: &str,
+        allowed: Option<&[String]>,
+    ) -> Result<Arc<Identity>, TokenError> {
+        if token.len() > HARD_MAX_TOKEN_BYTES {
+            return Err(invalid("the token is too large"));
+        }
+        let digest = digest(token);
+        if let Some(hit) = self.cache.get(&digest) {
+            let fresh = hit.exp.is_none_or(|exp| exp > now_secs());
+            let provider = self.providers.values().find(|p| p.name == hit.provider);
+            let key_alive =
+                hit.hmac || provider.is_some_and(|p| p.keys.still_has(hit.kid.as_deref()));
+            if fresh && key_alive && is_allowed(allowed, &hit.provider) {
+                return Ok(hit.identity.clone());
+            }
+            self.cache.remove(&digest);
+        }
+        let header =
+            jsonwebtoken::decode_header(token).map_err(|_| invalid("the token is malformed"))?;
+        // Reading `iss` before verifying only picks whose keys to verify with.
+        let issuer = jsonwebtoken::dangerous::insecure_decode_claims::<IssuerOnly>(token)
+            .map_err(|_| invalid("the token is malformed"))?
+            .iss
+            .ok_or_else(|| invalid("the token has no issuer"))?;
+        let provider = self
+            .by_issuer
+            .get(&issuer)
+            .ok_or_else(|| invalid("the token's issuer is not trusted"))?;
+        if !is_allowed(allowed, &provider.name) {
+            return Err(invalid("the token's issuer is not accepted here"));
+        }
+        if token.len() > provider.max_token_bytes {
+            return Err(invalid("the token is too large"));
+        }
+        let alg = header.alg;
+        if !provider.algorithms.contains(&alg) {
+            return Err(invalid(format!("algorithm {alg:?} is not accepted")));
+        }
+        let family = alg.family();
+        let kid = header.kid.clone();
+        // HMAC tokens verify only with the configured secret, never with a
+        // published public key: that is what defeats algorithm confusion.
+        let hs_holder;
+        let key: &DecodingKey = if family == AlgorithmFamily::Hmac {
+            provider
+                .hs_key
+                .as_ref()
+                .ok_or_else(|| invalid("HMAC tokens are not accepted"))?
+        } else {
+            match provider.keys.lookup(kid.as_deref(), family).await {
+                KeyLookup::Found(k) if k.family == family => {
+                    hs_holder = k;
+                    &hs_holder.key
+                }
+                KeyLookup::Found(_) => {
+                    return Err(invalid("the token's algorithm does not match its key"));
+                }
+                KeyLookup::UnknownKid => return Err(invalid("the token's signing key is unknown")),
+                KeyLookup::Unavailable => {
+                    return Err(TokenError::Unavailable(provider.name.to_string()));
+                }
+            }
+        };
+        let mut validation = Validation::new(alg);
+        validation.algorithms = vec![alg];
+        validation.leeway = provider.leeway.as_secs();
+        validation.validate_nbf = true;
+        validation.validate_exp = provider.config.require_exp;
+        validation.set_issuer(&[&provider.config.issuer]);
+        validation.set_audience(&provider.config.audiences);
+        let mut required = vec!["iss", "aud"];
+        if provider.config.require_exp {
+            required.push("exp");
+        }
+        validation.set_required_spec_claims(&required);
+        let data = jsonwebtoken::decode::<serde_json::Value>(token, key, &validation)
+            .map_err(|e| invalid(describe(&e)))?;
+        let claims = data.claims;
+        let now = now_secs();
+        if let Some(iat) = claims.get("iat").and_then(serde_json::Value::as_u64) {
+            if iat > now + provider.leeway.as_secs() {
+                return Err(invalid("the token was issued in the future"));
+            }
+        }
+        let mut scopes = claim_strings(&claims, "scope");
+        scopes.extend(claim_strings(&claims, "scp"));
+        let identity = Arc::new(Identity {
+            subject: claims.get("sub").and_then(|s| s.as_str()).map(Arc::from),
+            roles: claim_strings(&claims, &provider.config.role_claim),
+            scopes,
+            consumer: None,
+            provider: Some(provider.name.clone()),
+        });
+        self.cache.insert(
+            digest,
+            Arc::new(CachedIdentity {
+                identity: identity.clone(),
+                provider: provider.name.clone(),
+                kid,
+                hmac: family == AlgorithmFamily::Hmac,
+                exp: claims.get("exp").and_then(serde_json::Value::as_u64),
+            }),
+        );
+        Ok(identity)
+    }
+}
+
+fn is_allowed(allowed: Option<&[String]>, provider: &str) -> bool {
+    allowed.is_none_or(|list| list.iter().any(|p| p == provider))
+}
+
+fn digest(token: &str) -> [u8; 32] {
+    let hash = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(hash.as_ref());
+    out
+}
+
+/// What went wrong, for the client, without key material.
+fn describe(error: &jsonwebtoken::errors::Error) -> String {
+    use jsonwebtoken::errors::ErrorKind;
+    match error.kind() {
+        ErrorKind::ExpiredSignature => "the token has expired".into(),
+        ErrorKind::ImmatureSignature => "the token is not valid yet".into(),
+        ErrorKind::InvalidIssuer => "the token's issuer is not accepted".into(),
+        ErrorKind::InvalidAudience => "the token's audience is not accepted".into(),
+        ErrorKind::InvalidSignature => "the token's signature is invalid".into(),
+        ErrorKind::InvalidAlgorithm => "the token's algorithm is not accepted".into(),
+        ErrorKind::MissingRequiredClaim(claim) => format!("the token has no `{claim}` claim"),
+        ErrorKind::InvalidClaimFormat(claim) => format!("the token's `{claim}` claim is malformed"),
+        _ => "the token is malformed".into(),
+    }
+}
