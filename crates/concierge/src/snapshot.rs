@@ -92,7 +92,8 @@ pub struct FrontendRt {
 /// Everything a request needs, immutable once published.
 pub struct Snapshot {
     pub generation: u64,
-    pub frontends: HashMap<Arc<str>, Arc<FrontendRt>>,
+    /// A handful at most: a scan over short names beats hashing them.
+    pub frontends: Vec<Arc<FrontendRt>>,
     /// Which frontend each listening address serves.
     pub by_listen: HashMap<SocketAddr, Arc<str>>,
     pub pools: HashMap<String, Arc<Pool>>,
@@ -104,7 +105,7 @@ pub struct Snapshot {
 
 impl Snapshot {
     pub fn frontend(&self, name: &str) -> Option<&Arc<FrontendRt>> {
-        self.frontends.get(name)
+        self.frontends.iter().find(|f| &*f.name == name)
     }
 
     pub fn frontend_at(&self, listen: SocketAddr) -> Option<&Arc<FrontendRt>> {
@@ -142,7 +143,7 @@ pub fn compile(
     let verifier = compile_providers(file, config, previous, &mut errors);
 
     let server_limits = EffectiveLimits::defaults().overridden_by(&config.server.limits);
-    let mut frontends = HashMap::new();
+    let mut frontends = Vec::new();
     for spanned in &config.frontends {
         let f = &spanned.value;
         let limits = server_limits.overridden_by(&f.limits);
@@ -233,27 +234,24 @@ pub fn compile(
             }
         }
         let name: Arc<str> = Arc::from(f.name.value.as_str());
-        frontends.insert(
-            name.clone(),
-            Arc::new(FrontendRt {
-                name,
-                listen: f.listen.value.0,
-                tls,
-                limits,
-                routes: RouteTable::new(routes),
-                ip,
-                trusted_proxies,
-                cors,
-                api_keys,
-                identity,
-            }),
-        );
+        frontends.push(Arc::new(FrontendRt {
+            name,
+            listen: f.listen.value.0,
+            tls,
+            limits,
+            routes: RouteTable::new(routes),
+            ip,
+            trusted_proxies,
+            cors,
+            api_keys,
+            identity,
+        }));
     }
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
     }
     let by_listen = frontends
-        .values()
+        .iter()
         .map(|f| (f.listen, f.name.clone()))
         .collect();
     Ok(Snapshot {

@@ -58,7 +58,8 @@ fn refused_within(addr: SocketAddr, timeout: Duration) -> Option<Duration> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_the_in_flight_request_finish_then_exits_zero() {
-    let (upstream, mut arrived) = slow_upstream(Duration::from_secs(1)).await;
+    // Long enough that the listener is surely closed before it answers.
+    let (upstream, mut arrived) = slow_upstream(Duration::from_secs(2)).await;
     let listen = free_addr();
     let mut gw = GatewayProcess::start(&config(listen, upstream.addr, "10s"), &[listen]);
 

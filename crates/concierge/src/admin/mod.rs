@@ -75,7 +75,7 @@ fn describe(gateway: &Gateway) -> Value {
     let snapshot = gateway.snapshot();
     let mut frontends: Vec<Value> = snapshot
         .frontends
-        .values()
+        .iter()
         .map(|f| {
             json!({
                 "name": &*f.name,

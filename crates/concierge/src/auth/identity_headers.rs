@@ -55,24 +55,28 @@ impl IdentityHeadersRt {
         Ok(this)
     }
 
+    fn is_managed(&self, name: &HeaderName) -> bool {
+        self.managed.contains(name)
+            || (name.as_str().contains('_') && {
+                // HeaderName is lower-case already; fold `x_user_id` into `x-user-id`.
+                let folded = name.as_str().replace('_', "-");
+                self.managed.iter().any(|m| m.as_str() == folded)
+            })
+    }
+
     /// Removes every client-supplied copy of a managed header.
     pub fn strip_spoofed(&self, headers: &mut HeaderMap) {
-        for managed in &self.managed {
-            headers.remove(managed);
+        // One pass over the names; removals only when something is there.
+        if !headers.keys().any(|k| self.is_managed(k)) {
+            return;
         }
-        // HeaderName is already lower-case; what is left is `x_user_id`.
-        if headers.keys().any(|k| k.as_str().contains('_')) {
-            let spoofed: Vec<HeaderName> = headers
-                .keys()
-                .filter(|k| {
-                    let folded = k.as_str().replace('_', "-");
-                    self.managed.iter().any(|m| m.as_str() == folded)
-                })
-                .cloned()
-                .collect();
-            for k in spoofed {
-                headers.remove(k);
-            }
+        let spoofed: Vec<HeaderName> = headers
+            .keys()
+            .filter(|k| self.is_managed(k))
+            .cloned()
+            .collect();
+        for name in spoofed {
+            headers.remove(name);
         }
     }
 

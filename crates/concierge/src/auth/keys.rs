@@ -15,6 +15,8 @@ use jsonwebtoken::{AlgorithmFamily, DecodingKey};
 
 use super::fetch::{FetchClient, get_json};
 
+type PemParser = fn(&[u8]) -> jsonwebtoken::errors::Result<DecodingKey>;
+
 /// One verification key.
 pub struct VerifyKey {
     pub key: DecodingKey,
@@ -71,10 +73,7 @@ impl KeySet {
     }
 
     fn from_pem(pem: &[u8]) -> Result<Self, String> {
-        let attempts: [(
-            fn(&[u8]) -> jsonwebtoken::errors::Result<DecodingKey>,
-            AlgorithmFamily,
-        ); 3] = [
+        let attempts: [(PemParser, AlgorithmFamily); 3] = [
             (DecodingKey::from_rsa_pem, AlgorithmFamily::Rsa),
             (DecodingKey::from_ec_pem, AlgorithmFamily::Ec),
             (DecodingKey::from_ed_pem, AlgorithmFamily::Ed),

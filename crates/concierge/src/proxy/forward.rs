@@ -16,10 +16,17 @@ use crate::headers::{X_REQUEST_ID, set_forwarded, strip_hop_by_hop};
 use crate::snapshot::RouteRt;
 use crate::upstream::InFlight;
 
-/// The identity to assert upstream, and the credentials to hide from it.
-pub struct IdentityContext<'a> {
-    pub headers: &'a IdentityHeadersRt,
+/// Everything that shapes the upstream request besides the request itself.
+pub struct Forwarding<'a> {
+    pub route: &'a RouteRt,
+    pub target: &'a InFlight,
+    pub client: &'a ClientInfo,
+    pub id: &'a HeaderValue,
+    /// Names of the trusted identity headers.
+    pub identity_headers: &'a IdentityHeadersRt,
+    /// The identity to assert upstream.
     pub identity: Option<&'a Identity>,
+    /// The API key header, hidden from the upstream.
     pub api_key_header: Option<&'a HeaderName>,
 }
 
@@ -35,15 +42,12 @@ pub fn hash_key(route: &RouteRt, parts: &Parts, client_ip: IpAddr) -> Option<Vec
 }
 
 pub fn upstream_request(
-    route: &RouteRt,
-    target: &InFlight,
+    f: &Forwarding<'_>,
     mut parts: Parts,
     path: Option<&str>,
-    client: ClientInfo,
-    id: &HeaderValue,
-    identity: &IdentityContext<'_>,
     body: Body,
 ) -> Result<Request<Body>, GatewayError> {
+    let (route, target, client, id) = (f.route, f.target, f.client, f.id);
     let path_and_query = match (path, parts.uri.path_and_query()) {
         (None, Some(original)) => original.clone(),
         (path, _) => {
@@ -75,17 +79,17 @@ pub fn upstream_request(
     strip_hop_by_hop(headers, upgrade);
     set_forwarded(
         headers,
-        client.peer.ip(),
+        &client.peer_header,
         client.https,
         original_host.as_ref(),
     );
     headers.insert(X_REQUEST_ID, id.clone());
     // Services trust these headers because only the gateway can set them.
-    identity.headers.strip_spoofed(headers);
-    if let Some(verified) = identity.identity {
-        identity.headers.inject(headers, verified);
+    f.identity_headers.strip_spoofed(headers);
+    if let Some(verified) = f.identity {
+        f.identity_headers.inject(headers, verified);
     }
-    if let Some(name) = identity.api_key_header {
+    if let Some(name) = f.api_key_header {
         headers.remove(name);
     }
     let host = if route.preserve_host {

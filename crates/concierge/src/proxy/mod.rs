@@ -24,9 +24,11 @@ use crate::router::table::Lookup;
 use crate::snapshot::{FrontendRt, RouteRt, Snapshot};
 
 /// What the connection knows about the client.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub struct ClientInfo {
     pub peer: SocketAddr,
+    /// The peer's address as a header value, for `X-Forwarded-For`.
+    pub peer_header: HeaderValue,
     pub https: bool,
 }
 
@@ -157,21 +159,16 @@ async fn proxy(
     let in_flight = route
         .pool
         .pick(forward::hash_key(&route, &parts, cx.client_ip).as_deref());
-    let identity_context = forward::IdentityContext {
-        headers: &frontend.identity,
+    let forwarding = forward::Forwarding {
+        route: &route,
+        target: &in_flight,
+        client: &cx.client,
+        id: cx.id,
+        identity_headers: &frontend.identity,
         identity: identity.as_ref(),
         api_key_header: frontend.api_keys.as_ref().map(|k| &k.header),
     };
-    let upstream = forward::upstream_request(
-        &route,
-        &in_flight,
-        parts,
-        upstream_path.as_deref(),
-        cx.client,
-        cx.id,
-        &identity_context,
-        body,
-    )?;
+    let upstream = forward::upstream_request(&forwarding, parts, upstream_path.as_deref(), body)?;
     let timeout = route.pool.request_timeout.unwrap_or(limits.request_timeout);
     let result = tokio::time::timeout(timeout, route.pool.client.request(upstream)).await;
     let mut response = match result {

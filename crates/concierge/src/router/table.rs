@@ -87,7 +87,7 @@ impl<T> RouteTable<T> {
                 (sort_key(&conditions, index), Entry { conditions, value })
             })
             .collect();
-        keyed.sort_by(|a, b| a.0.cmp(&b.0));
+        keyed.sort_by_key(|(key, _)| *key);
         Self {
             entries: keyed.into_iter().map(|(_, e)| e).collect(),
         }

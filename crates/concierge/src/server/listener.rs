@@ -79,13 +79,18 @@ async fn serve_http<IO>(
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let client = ClientInfo { peer, https };
+    let client = ClientInfo {
+        peer,
+        peer_header: crate::headers::ip_header_value(crate::auth::ip::canonical(peer.ip())),
+        https,
+    };
     let name = frontend.name.clone();
     let header_limit = usize::try_from(frontend.limits.max_header_bytes).unwrap_or(usize::MAX);
     let gw = gateway.clone();
     let service = service_fn(move |request| {
         let snapshot = gw.snapshot();
         let name = name.clone();
+        let client = client.clone();
         let tunnels = gw.connections.clone();
         async move { Ok::<_, Infallible>(proxy::handle(snapshot, name, client, tunnels, request).await) }
     });
