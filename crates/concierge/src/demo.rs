@@ -91,8 +91,10 @@ fn print_walkthrough(args: &DemoArgs, addrs: &zimmart_demo::DemoAddrs) {
          \n\nTry:\
          \n  curl -s http://127.0.0.1:{m}/products\
          \n  curl -s http://127.0.0.1:{m}/products/1\
-         \n  curl -s -H 'X-User-ID: u-1001' http://127.0.0.1:{w}/api/orders\
-         \n  curl -si http://127.0.0.1:{m}/public/../admin          # normalised, then 404\
+         \n  curl -si -X DELETE http://127.0.0.1:{m}/products/1       # 401: a token is required\
+         \n  curl -s -X POST http://127.0.0.1:{m}/login -d '{{\"username\":\"admin\",\"password\":\"zimmart\"}}'\
+         \n  curl -s -H 'X-API-Key: demo-public-api-key' http://127.0.0.1:{p}/v1/products\
+         \n  curl -si --path-as-is http://127.0.0.1:{m}/public/../admin   # normalised, then 404\
          \n  curl -si -X PUT http://127.0.0.1:{m}/products/1        # 405 with Allow\
          \n  curl -s http://{admin}/config\
          \n  curl -s -X POST http://{admin}/reload\n",

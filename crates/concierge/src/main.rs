@@ -42,6 +42,11 @@ enum Command {
     Schema,
     /// Start the five ZimMart demo services and the gateway in front of them.
     Demo(concierge::demo::DemoArgs),
+    /// Print the SHA-256 digest of an API key, for `api_keys` in the config.
+    HashKey {
+        /// The API key.
+        key: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -58,6 +63,11 @@ fn main() -> ExitCode {
         }
         Command::Run { config } => block_on(concierge::run::run(ConfigSource::file(config))),
         Command::Demo(args) => block_on(concierge::demo::run(args)),
+        Command::HashKey { key } => {
+            let digest = concierge::auth::apikey::digest(key.as_bytes());
+            println!("{}", concierge::auth::apikey::to_hex(&digest));
+            ExitCode::SUCCESS
+        }
     }
 }
 
