@@ -3,7 +3,9 @@
 #
 # Starts a tiny HTTP/1.1 backend and three reverse proxies in front of it
 # (concierge, nginx, haproxy), drives each with wrk and prints a markdown
-# table (also written to bench/out/latest.md). See bench/README.md.
+# table (also written to bench/out/latest.md). Concierge is measured on a
+# plain route and on JWT-authenticated routes (RS256 and ES256 tokens from
+# concierge-bench-tokens). See bench/README.md.
 #
 # Knobs (environment variables):
 #   TARGETS          space-separated target names to run, in this order
@@ -24,6 +26,12 @@
 #                    (default target/release/concierge-bench-backend)
 #   CONCIERGE_BIN    gateway binary; when set it is not built
 #                    (default target/release/concierge)
+#   TOKENS_BIN       JWKS/token generator; when set (with BACKEND_BIN) the
+#                    bench crate is not built
+#                    (default target/release/concierge-bench-tokens)
+#   RATELIMIT=1      also define the rate-limited targets
+#                    concierge-ratelimit-local and concierge-ratelimit-cluster
+#                    (and their routes in the concierge config)
 #   READY_TIMEOUT    seconds to wait for a server to answer (default 30)
 set -euo pipefail
 
@@ -44,12 +52,16 @@ CONCIERGE_LOG="${CONCIERGE_LOG:-info}"
 SKIP_INSTALL="${SKIP_INSTALL:-0}"
 SKIP_BUILD="${SKIP_BUILD:-0}"
 READY_TIMEOUT="${READY_TIMEOUT:-30}"
+RATELIMIT="${RATELIMIT:-0}"
 CARGO_TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 # An explicitly given binary is used as is and not built.
 BACKEND_BIN_OVERRIDE="${BACKEND_BIN:-}"
 CONCIERGE_BIN_OVERRIDE="${CONCIERGE_BIN:-}"
+TOKENS_BIN_OVERRIDE="${TOKENS_BIN:-}"
 BACKEND_BIN="${BACKEND_BIN:-$CARGO_TARGET/release/concierge-bench-backend}"
 CONCIERGE_BIN="${CONCIERGE_BIN:-$CARGO_TARGET/release/concierge}"
+TOKENS_BIN="${TOKENS_BIN:-$CARGO_TARGET/release/concierge-bench-tokens}"
+AUTH_DIR="$OUT/auth" # jwks.json, rs256.jwt, es256.jwt (concierge-bench-tokens)
 
 BACKEND_ADDR=127.0.0.1:18000
 CONCIERGE_ADDR=127.0.0.1:18080
@@ -64,17 +76,31 @@ HAPROXY_ADDR=127.0.0.1:18082
 #           nginx, haproxy); it is started if any selected target needs it,
 #           and its peak RSS is reported in the row
 #   extra   optional further wrk arguments, shell-quoted, e.g.
-#           -H 'Authorization: Bearer bench-token'
-# To add another concierge route (say an authenticated one), add its route to
-# write_concierge_config below and a row here, e.g.
-#   concierge-auth  http://127.0.0.1:18080/auth/  concierge  -H 'Authorization: Bearer x'
+#           -H 'X-Bench: 1'. They are expanded (eval) when wrk starts, so a
+#           variable escaped in the heredoc (\$RS256_TOKEN) takes its value
+#           then: RS256_TOKEN and ES256_TOKEN are set by prepare_auth.
+# To add another concierge route, add it to write_concierge_config below and
+# a row here, e.g.
+#   concierge-foo  http://127.0.0.1:18080/foo/  concierge  -H 'X-Foo: 1'
 # ---------------------------------------------------------------------------
 TARGET_TABLE=$(
     cat <<EOF
-direct     http://$BACKEND_ADDR/    backend
-concierge  http://$CONCIERGE_ADDR/  concierge
-nginx      http://$NGINX_ADDR/      nginx
-haproxy    http://$HAPROXY_ADDR/    haproxy
+direct           http://$BACKEND_ADDR/         backend
+concierge        http://$CONCIERGE_ADDR/       concierge
+concierge-rs256  http://$CONCIERGE_ADDR/auth/x concierge  -H "Authorization: Bearer \$RS256_TOKEN"
+concierge-es256  http://$CONCIERGE_ADDR/auth/x concierge  -H "Authorization: Bearer \$ES256_TOKEN"
+EOF
+    # Rate-limited routes (RATELIMIT=1): their routes are the RATELIMIT block
+    # of write_concierge_config. Expect rejected requests in the errors column.
+    if [[ "$RATELIMIT" == 1 ]]; then
+        cat <<EOF
+concierge-ratelimit-local    http://$CONCIERGE_ADDR/rl-local/x    concierge
+concierge-ratelimit-cluster  http://$CONCIERGE_ADDR/rl-cluster/x  concierge
+EOF
+    fi
+    cat <<EOF
+nginx            http://$NGINX_ADDR/           nginx
+haproxy          http://$HAPROXY_ADDR/         haproxy
 EOF
 )
 
@@ -99,7 +125,10 @@ read -r -a SELECTED <<<"${TARGETS:-${ALL_TARGETS[*]}}"
 ((${#SELECTED[@]} > 0)) || die "TARGETS is empty"
 declare -A NEED_SERVER=([backend]=1) # every proxy forwards to the backend
 for t in "${SELECTED[@]}"; do
-    [[ -n "${TARGET_URL[$t]:-}" ]] || die "unknown target '$t' (known: ${ALL_TARGETS[*]})"
+    if [[ -z "${TARGET_URL[$t]:-}" ]]; then
+        [[ "$t" == concierge-ratelimit-* ]] && die "target '$t' needs RATELIMIT=1"
+        die "unknown target '$t' (known: ${ALL_TARGETS[*]})"
+    fi
     NEED_SERVER[${TARGET_SERVER[$t]}]=1
 done
 needs() { [[ -n "${NEED_SERVER[$1]:-}" ]]; }
@@ -187,7 +216,10 @@ bin_path() { command -v "$1" 2>/dev/null || echo "/usr/sbin/$1"; }
 # ---------------------------------------------------------------------------
 build() {
     local pkgs=()
-    [[ -z "$BACKEND_BIN_OVERRIDE" ]] && pkgs+=(-p concierge-bench-backend)
+    # One crate holds both the backend and the token generator.
+    if [[ -z "$BACKEND_BIN_OVERRIDE" ]] || { needs concierge && [[ -z "$TOKENS_BIN_OVERRIDE" ]]; }; then
+        pkgs+=(-p concierge-bench-backend)
+    fi
     if needs concierge && [[ -z "$CONCIERGE_BIN_OVERRIDE" ]]; then
         pkgs+=(-p concierge)
     fi
@@ -198,24 +230,100 @@ build() {
     [[ -x "$BACKEND_BIN" ]] || die "backend binary not found: $BACKEND_BIN"
     if needs concierge; then
         [[ -x "$CONCIERGE_BIN" ]] || die "concierge binary not found: $CONCIERGE_BIN"
+        [[ -x "$TOKENS_BIN" ]] || die "token generator not found: $TOKENS_BIN"
     fi
+}
+
+# ---------------------------------------------------------------------------
+# Auth: a fresh RSA-2048 and EC P-256 key pair every run, their JWKS (the
+# gateway's identity provider reads it as a file) and one token per key.
+# ---------------------------------------------------------------------------
+RS256_TOKEN=
+ES256_TOKEN=
+
+prepare_auth() {
+    rm -rf "$AUTH_DIR"
+    "$TOKENS_BIN" --out-dir "$AUTH_DIR" >"$OUT/logs/tokens.log" 2>&1 ||
+        { cat "$OUT/logs/tokens.log" >&2; die "concierge-bench-tokens failed"; }
+    RS256_TOKEN=$(<"$AUTH_DIR/rs256.jwt")
+    ES256_TOKEN=$(<"$AUTH_DIR/es256.jwt")
+    [[ -n "$RS256_TOKEN" && -n "$ES256_TOKEN" ]] || die "empty token in $AUTH_DIR"
+    log "keys and tokens in $AUTH_DIR"
+}
+
+# expect_status WHAT WANT URL [curl args...]: die unless URL answers WANT.
+expect_status() {
+    local what=$1 want=$2 url=$3 got
+    shift 3
+    got=$(curl -sS -o "$OUT/logs/check.body" -w '%{http_code}' --max-time 5 "$@" "$url" 2>&1) || true
+    if [[ "$got" != "$want" ]]; then
+        printf '[bench] response body:\n' >&2
+        head -c 1000 "$OUT/logs/check.body" >&2 2>/dev/null || true
+        printf '\n[bench] concierge log tail:\n' >&2
+        tail -n 20 "$OUT/logs/concierge.log" >&2 || true
+        die "$what: $url answered '$got', expected $want; not benchmarking (see $OUT/concierge.yaml)"
+    fi
+}
+
+# A benchmark of 401s would be worthless: check that both tokens get through
+# and that a missing or bogus token does not.
+check_concierge_routes() {
+    local url="http://$CONCIERGE_ADDR/auth/x"
+    expect_status "RS256 token" 200 "$url" -H "Authorization: Bearer $RS256_TOKEN"
+    expect_status "ES256 token" 200 "$url" -H "Authorization: Bearer $ES256_TOKEN"
+    expect_status "no token" 401 "$url"
+    expect_status "bogus token" 401 "$url" -H "Authorization: Bearer not.a.token"
+    if [[ "$RATELIMIT" == 1 ]]; then
+        expect_status "rate-limited route (first request)" 200 "http://$CONCIERGE_ADDR/rl-local/x"
+        expect_status "rate-limited route (first request)" 200 "http://$CONCIERGE_ADDR/rl-cluster/x"
+    fi
+    log "concierge routes check out: tokens 200, no/bogus token 401"
 }
 
 # ---------------------------------------------------------------------------
 # Configs (all files live under bench/out/)
 # ---------------------------------------------------------------------------
 write_concierge_config() {
-    cat >"$OUT/concierge.yaml" <<EOF
+    {
+        cat <<EOF
+identity_providers:
+  bench:
+    issuer: https://bench.concierge
+    audiences: [bench]
+    keys: { file: $AUTH_DIR/jwks.json }
+    algorithms: [RS256, ES256]
 frontends:
   - name: bench
     listen: $CONCIERGE_ADDR
     routes:
+      - match: { path_prefix: /auth }
+        auth: { require: jwt, scopes: ["bench:read"] }
+        service: backend
+EOF
+        # ---- RATELIMIT block: routes of the concierge-ratelimit-* targets ----
+        # Emitted only with RATELIMIT=1. The rate_limits syntax is not final:
+        # replace the commented placeholders with the real policy (and add
+        # any top-level section it needs, e.g. a Redis store for the cluster
+        # limiter, above `frontends:`).
+        if [[ "$RATELIMIT" == 1 ]]; then
+            cat <<EOF
+      - match: { path_prefix: /rl-local }
+        # rate_limits: ...   # TODO: local (in-process) limiter
+        service: backend
+      - match: { path_prefix: /rl-cluster }
+        # rate_limits: ...   # TODO: cluster-wide (shared store) limiter
+        service: backend
+EOF
+        fi
+        # ---- end of RATELIMIT block ----
+        cat <<EOF
       - match: { path_prefix: / }
         service: backend
 services:
   backend:
     targets: ["$BACKEND_ADDR"]
 EOF
+    } >"$OUT/concierge.yaml"
 }
 
 write_nginx_config() {
@@ -319,9 +427,11 @@ start_servers() {
     start_server backend "$BACKEND_ADDR" "http://$BACKEND_ADDR/" \
         "$BACKEND_BIN" --addr "$BACKEND_ADDR" --threads "$BACKEND_THREADS"
     if needs concierge; then
+        prepare_auth
         write_concierge_config
         start_server concierge "$CONCIERGE_ADDR" "http://$CONCIERGE_ADDR/" \
             env CONCIERGE_LOG="$CONCIERGE_LOG" "$CONCIERGE_BIN" run --config "$OUT/concierge.yaml"
+        check_concierge_routes
     fi
     if needs nginx; then
         write_nginx_config
@@ -387,6 +497,7 @@ main() {
             "$ROUNDS" "$DURATION" "$WARMUP" "$CONNECTIONS" "$THREADS"
         printf 'server_cpu=%s\nclient_cpu=%s\nbackend_threads=%s\n' \
             "$SERVER_CPU" "$CLIENT_CPU" "$BACKEND_THREADS"
+        printf 'ratelimit=%s\n' "$RATELIMIT"
         printf 'wrk=%s\n' "$(wrk --version 2>&1 | head -n1 | awk '{print $2}')"
         needs nginx && printf 'nginx=%s\n' "$("$(bin_path nginx)" -v 2>&1 | sed 's#.*/##')"
         needs haproxy && printf 'haproxy=%s\n' "$("$(bin_path haproxy)" -v 2>&1 | awk 'NR==1 {print $3}')"

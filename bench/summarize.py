@@ -110,6 +110,9 @@ def main(argv: list[str]) -> int:
             }
         )
     direct = next((r["rps"] for r in rows if r["name"] == "direct"), None)
+    # Concierge's other routes (authenticated, rate-limited) are compared with
+    # its plain route in the same run.
+    plain = next((r["rps"] for r in rows if r["name"] == "concierge"), None)
 
     lines = ["# Concierge benchmark", ""]
     if env:
@@ -129,11 +132,16 @@ def main(argv: list[str]) -> int:
         lines += [f"- {f}" for f in facts] + [""]
 
     lines += [
-        "| target | req/s | p50 ms | p99 ms | vs direct | peak RSS MiB | errors |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| target | req/s | p50 ms | p99 ms | vs direct | vs concierge | peak RSS MiB | errors |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
         ratio = r["rps"] / direct if r["rps"] is not None and direct else None
+        if r["server"] != "concierge":
+            vs_plain_cell = ""
+        else:
+            vs_plain = r["rps"] / plain if r["rps"] is not None and plain else None
+            vs_plain_cell = fmt(vs_plain, ".2f")
         rss = r["rss"] / 1024 if r["rss"] is not None else None
         errors = r["non2xx"] + r["socket"]
         if r["failed_rounds"]:
@@ -142,7 +150,7 @@ def main(argv: list[str]) -> int:
             errors_cell = str(errors)
         lines.append(
             f"| {r['name']} | {fmt(r['rps'], ',.0f')} | {fmt(r['p50'], '.3f')} | "
-            f"{fmt(r['p99'], '.3f')} | {fmt(ratio, '.2f')} | {fmt(rss, '.1f')} | "
+            f"{fmt(r['p99'], '.3f')} | {fmt(ratio, '.2f')} | {vs_plain_cell} | {fmt(rss, '.1f')} | "
             f"{errors_cell} |"
         )
 

@@ -4,6 +4,7 @@
 use http::{HeaderValue, Method, Response, StatusCode, header};
 
 use crate::body::{Body, full};
+use crate::ratelimit::RateLimitHeaders;
 
 /// A response the gateway generates instead of forwarding.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -35,6 +36,12 @@ pub enum GatewayError {
     /// 403 for everything else refused by policy (e.g. IP rules).
     #[error("{0}")]
     Forbidden(String),
+    /// 429: a rate limit refused the request; carries the RateLimit fields.
+    #[error("rate limit exceeded ({})", .0.violated().join(", "))]
+    TooManyRequests(Box<RateLimitHeaders>),
+    /// 503: the service has as many requests in flight as it may.
+    #[error("the service is at its concurrency limit; retry later")]
+    Overloaded { retry_after: std::time::Duration },
 }
 
 impl GatewayError {
@@ -49,6 +56,8 @@ impl GatewayError {
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             Self::InsufficientScope(_) | Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -103,8 +112,16 @@ impl GatewayError {
                 headers.insert(header::WWW_AUTHENTICATE, value);
             }
         }
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        match self {
+            Self::TooManyRequests(limits) => limits.write_to(headers),
+            Self::Overloaded { retry_after } => {
+                let seconds = crate::ratelimit::headers::retry_after_secs(*retry_after);
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+            }
+            _ if status == StatusCode::SERVICE_UNAVAILABLE => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            _ => {}
         }
         response
     }

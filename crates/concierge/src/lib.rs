@@ -11,6 +11,7 @@ pub mod error;
 pub mod gateway;
 pub mod headers;
 pub mod proxy;
+pub mod ratelimit;
 pub mod router;
 pub mod run;
 pub mod server;

@@ -21,6 +21,7 @@ use crate::config::model::{Config, Limits, Route};
 use crate::config::security::Credential;
 use crate::config::{ConfigError, ConfigErrors};
 use crate::headers::HeaderOpsRt;
+use crate::ratelimit::{ConcurrencyLimiter, Limiter, RateLimitPolicy, Scope, Stores};
 use crate::router::host::HostPattern;
 use crate::router::pattern::PathPattern;
 use crate::router::rewrite::PathRewrite;
@@ -66,6 +67,10 @@ pub struct RouteRt {
     /// Client address rules of the route (the frontend's run first).
     pub ip: IpFilter,
     pub auth: AuthRt,
+    /// Rate limits in order: the frontend's, the route's, the service's.
+    pub limiters: Vec<Arc<Limiter>>,
+    /// The service's in-flight limit.
+    pub concurrency: Option<Arc<ConcurrencyLimiter>>,
     pub pool: Arc<Pool>,
     pub rewrite: Option<PathRewrite>,
     pub preserve_host: bool,
@@ -98,6 +103,10 @@ pub struct Snapshot {
     pub by_listen: HashMap<SocketAddr, Arc<str>>,
     pub pools: HashMap<String, Arc<Pool>>,
     pub verifier: Arc<Verifier>,
+    /// Rate-limit state; outlives snapshots.
+    pub stores: Stores,
+    /// In-flight limits by service name.
+    pub concurrency: HashMap<String, Arc<ConcurrencyLimiter>>,
     pub admin: Option<SocketAddr>,
     pub shutdown_grace: Duration,
     pub watch_config: bool,
@@ -141,6 +150,47 @@ pub fn compile(
     }
 
     let verifier = compile_providers(file, config, previous, &mut errors);
+    let stores = match build_stores(config, previous) {
+        Ok(stores) => stores,
+        Err(message) => {
+            errors.push(ConfigError::at(file, &Location::UNKNOWN, message));
+            return Err(ConfigErrors(errors));
+        }
+    };
+    let mut limiter_errors = Vec::new();
+    let mut limiters = |policies: &[RateLimitPolicy], at: &Location| -> Vec<Arc<Limiter>> {
+        policies
+            .iter()
+            .filter_map(|p| match Limiter::build(p, &stores) {
+                Ok(l) => Some(Arc::new(l)),
+                Err(e) => {
+                    limiter_errors.push(ConfigError::at(file, at, e.to_string()));
+                    None
+                }
+            })
+            .collect()
+    };
+    let mut service_limiters: HashMap<&str, Vec<Arc<Limiter>>> = HashMap::new();
+    let mut concurrency = HashMap::new();
+    for (name, service) in &config.services {
+        service_limiters.insert(
+            name,
+            limiters(&service.value.rate_limits, &service.referenced),
+        );
+        if let Some(limit) = &service.value.concurrency {
+            let previous_limiter = previous.and_then(|p| p.concurrency.get(name)).map(|c| &**c);
+            match ConcurrencyLimiter::build(limit, previous_limiter) {
+                Ok(c) => {
+                    concurrency.insert(name.clone(), Arc::new(c));
+                }
+                Err(e) => errors.push(ConfigError::at(
+                    file,
+                    &service.referenced,
+                    format!("service `{name}` concurrency: {e}"),
+                )),
+            }
+        }
+    }
 
     let server_limits = EffectiveLimits::defaults().overridden_by(&config.server.limits);
     let mut frontends = Vec::new();
@@ -188,6 +238,7 @@ pub fn compile(
             IdentityHeadersRt::build(&Default::default())
                 .expect("the default identity headers are valid")
         });
+        let frontend_limiters = limiters(&f.rate_limits, &spanned.referenced);
         let frontend_request = HeaderOpsRt::compile(&f.headers.request);
         let frontend_response = HeaderOpsRt::compile(&f.headers.response);
         let mut routes = Vec::new();
@@ -208,9 +259,24 @@ pub fn compile(
                 ));
                 IpFilter::default()
             });
+            let service_name = &route.value.service.value;
+            let route_limiters: Vec<Arc<Limiter>> = frontend_limiters
+                .iter()
+                .cloned()
+                .chain(limiters(&r.rate_limits, &route.referenced))
+                .chain(
+                    service_limiters
+                        .get(service_name.as_str())
+                        .into_iter()
+                        .flatten()
+                        .cloned(),
+                )
+                .collect();
             let compiled = RouteRt {
                 ip,
                 auth,
+                limiters: route_limiters,
+                concurrency: concurrency.get(service_name).cloned(),
                 name: r
                     .name
                     .clone()
@@ -247,6 +313,7 @@ pub fn compile(
             identity,
         }));
     }
+    errors.extend(limiter_errors);
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
     }
@@ -260,6 +327,8 @@ pub fn compile(
         by_listen,
         pools,
         verifier,
+        stores,
+        concurrency,
         admin: config.admin.as_ref().map(|a| a.listen.value.0),
         shutdown_grace: config.server.shutdown_grace.0,
         watch_config: config.server.watch_config,
@@ -304,6 +373,23 @@ fn compile_providers(
         }
         _ => Arc::new(Verifier::new(providers)),
     }
+}
+
+/// The rate-limit stores, carried over from the previous snapshot.
+fn build_stores(config: &Config, previous: Option<&Snapshot>) -> Result<Stores, String> {
+    let policies = config
+        .frontends
+        .iter()
+        .flat_map(|f| {
+            f.value
+                .rate_limits
+                .iter()
+                .chain(f.value.routes.iter().flat_map(|r| &r.value.rate_limits))
+        })
+        .chain(config.services.values().flat_map(|s| &s.value.rate_limits));
+    let cluster = policies.into_iter().any(|p| p.scope == Scope::Cluster);
+    Stores::build(&config.rate_limit, cluster, previous.map(|p| &p.stores))
+        .map_err(|e| format!("rate_limit: {e}"))
 }
 
 /// A route policy that cannot work with what is configured.

@@ -352,6 +352,142 @@ services:
     let token = key.sign(&claims(ISSUER, AUDIENCE, "alice"));
     let headers = assert_ok(get(listen, "/public/x", Some(&token)).await, "public").await;
     assert_eq!(headers["x-user-id"], "alice");
+    assert!(headers.get("authorization").is_none());
+    // There, a bad token is treated as absent (docs/security.md): anonymous.
+    let expired = key.sign(&claims_with(
+        ISSUER,
+        AUDIENCE,
+        "alice",
+        json!({"exp": now() - 3600}),
+    ));
+    for bad in ["abc", expired.as_str()] {
+        let headers = assert_ok(get(listen, "/public/x", Some(bad)).await, "bad token").await;
+        assert!(headers.get("x-user-id").is_none(), "{headers}");
+    }
+    // The auth scheme is case-insensitive (RFC 9110 section 11.1).
+    let response = client()
+        .get(format!("http://{listen}/private/x"))
+        .header("authorization", format!("bearer {token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_ok(response, "lower-case scheme").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leeway_tolerates_skew_and_cached_tokens_still_expire() {
+    let key = SigningKey::ec(Algorithm::ES256, "k");
+    let jwks = JwksServer::start(&[&key]).await;
+    let (upstream, _) = counting_echo().await;
+    let listen = free_addr();
+    let yaml = format!(
+        r#"
+identity_providers:
+  idp:
+    issuer: {ISSUER}
+    audiences: [{AUDIENCE}]
+    keys: {{ jwks_url: "{jwks}" }}
+    algorithms: [ES256]
+    leeway: 5s
+frontends:
+  - name: web
+    listen: {listen}
+    auth: {{ require: jwt }}
+    routes:
+      - match: {{ path_prefix: /api }}
+        service: api
+services:
+  api: {{ targets: ["{upstream}"] }}
+"#,
+        jwks = jwks.jwks_url(),
+        upstream = upstream.addr,
+    );
+    let _gw = GatewayProcess::start(&yaml, &[listen]);
+    let now = now();
+    // An issuer whose clock runs 3s ahead: within the 5s leeway.
+    let ahead = key.sign(&claims_with(
+        ISSUER,
+        AUDIENCE,
+        "alice",
+        json!({"iat": now + 3, "nbf": now + 3}),
+    ));
+    assert_ok(get(listen, "/api", Some(&ahead)).await, "clock ahead").await;
+    // Expired 2s ago: within the leeway too.
+    let just_expired = key.sign(&claims_with(
+        ISSUER,
+        AUDIENCE,
+        "alice",
+        json!({"exp": now - 2}),
+    ));
+    assert_ok(
+        get(listen, "/api", Some(&just_expired)).await,
+        "just expired",
+    )
+    .await;
+    // Beyond it, refused.
+    let ahead_too_far = key.sign(&claims_with(
+        ISSUER,
+        AUDIENCE,
+        "alice",
+        json!({"nbf": now + 20}),
+    ));
+    assert_invalid_token(get(listen, "/api", Some(&ahead_too_far)).await, "nbf", &[]).await;
+
+    // A token verified (and cached) shortly before it expires stops working
+    // once exp plus the leeway has passed: here after 2 to 3 seconds.
+    let signed_at = tokens::now();
+    let short = key.sign(&claims_with(
+        ISSUER,
+        AUDIENCE,
+        "bob",
+        json!({"exp": signed_at - 3}),
+    ));
+    // RFC 7519 NumericDates may have fractions; they expire all the same.
+    let fractional = key.sign(&claims_with(
+        ISSUER,
+        AUDIENCE,
+        "bob",
+        json!({"exp": signed_at as f64 - 3.0 + 0.25, "iat": signed_at as f64 - 60.5}),
+    ));
+    for token in [&short, &fractional] {
+        assert_ok(get(listen, "/api", Some(token)).await, "short-lived").await;
+        assert_ok(
+            get(listen, "/api", Some(token)).await,
+            "short-lived, cached",
+        )
+        .await;
+    }
+    while tokens::now() < signed_at + 3 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let body = assert_invalid_token(
+        get(listen, "/api", Some(&fractional)).await,
+        "fractional exp",
+        &[],
+    )
+    .await;
+    assert!(
+        body["detail"].as_str().unwrap().contains("expired"),
+        "{body}"
+    );
+    // A fractional iat in the future is refused like an integer one.
+    let fractional_iat = key.sign(&claims_with(
+        ISSUER,
+        AUDIENCE,
+        "bob",
+        json!({"iat": tokens::now() as f64 + 60.5}),
+    ));
+    assert_invalid_token(
+        get(listen, "/api", Some(&fractional_iat)).await,
+        "fractional iat",
+        &[],
+    )
+    .await;
+    let body = assert_invalid_token(get(listen, "/api", Some(&short)).await, "expired", &[]).await;
+    assert!(
+        body["detail"].as_str().unwrap().contains("expired"),
+        "{body}"
+    );
 }
 
 /// One provider with the default `role` claim, one reading Keycloak's
@@ -528,17 +664,67 @@ async fn role_claim_path_reads_nested_roles() {
         "top level",
     )
     .await;
-    // The route accepts only the keycloak provider, whatever the token says.
+    // The route accepts only the keycloak provider, whatever the token says,
+    // and even once the token is verified and cached on another route.
     let other_idp = key.sign(&claims_with(
         ISSUER,
         AUDIENCE,
         "kim",
         json!({"role": "admin", "realm_access": {"roles": ["admin"]}}),
     ));
+    assert_ok(get(listen, "/admin", Some(&other_idp)).await, "idp admin").await;
     assert_invalid_token(
         get(listen, "/kc-admin", Some(&other_idp)).await,
         "other provider",
         &[],
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn require_exp_false_still_enforces_a_present_exp() {
+    let key = SigningKey::ec(Algorithm::ES256, "k");
+    let jwks = JwksServer::start(&[&key]).await;
+    let (upstream, _) = counting_echo().await;
+    let listen = free_addr();
+    let yaml = format!(
+        r#"
+identity_providers:
+  idp:
+    issuer: {ISSUER}
+    audiences: [{AUDIENCE}]
+    keys: {{ jwks_url: "{jwks}" }}
+    algorithms: [ES256]
+    require_exp: false
+frontends:
+  - name: web
+    listen: {listen}
+    auth: {{ require: jwt }}
+    routes:
+      - match: {{ path_prefix: /api }}
+        service: api
+services:
+  api: {{ targets: ["{upstream}"] }}
+"#,
+        jwks = jwks.jwks_url(),
+        upstream = upstream.addr,
+    );
+    let _gw = GatewayProcess::start(&yaml, &[listen]);
+    let now = now();
+    // `exp` may be left out...
+    let no_exp = key.sign(&json!({"iss": ISSUER, "aud": AUDIENCE, "sub": "svc", "iat": now}));
+    assert_ok(get(listen, "/api", Some(&no_exp)).await, "no exp").await;
+    // ...but one that is there still counts.
+    let expired = key.sign(&claims_with(
+        ISSUER,
+        AUDIENCE,
+        "svc",
+        json!({"exp": now - 3600}),
+    ));
+    let body =
+        assert_invalid_token(get(listen, "/api", Some(&expired)).await, "expired", &[]).await;
+    assert!(
+        body["detail"].as_str().unwrap().contains("expired"),
+        "{body}"
+    );
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, Validation};
 
 use super::identity::{Identity, claim_strings};
-use super::keys::{KeyLookup, KeyOrigin, KeyStore};
+use super::keys::{KeyLookup, KeyOrigin, KeyStore, VerifyKey};
 use crate::config::security::IdentityProvider;
 
 /// Tokens larger than this are refused before any parsing, whatever the
@@ -129,7 +129,8 @@ struct CachedIdentity {
     identity: Arc<Identity>,
     provider: Arc<str>,
     kid: Option<String>,
-    hmac: bool,
+    /// The key that verified the token; `None` for HMAC (the configured secret).
+    key: Option<Arc<VerifyKey>>,
     exp: Option<u64>,
 }
 
@@ -192,8 +193,12 @@ impl Verifier {
         if let Some(hit) = self.cache.get(&digest) {
             let fresh = hit.exp.is_none_or(|exp| exp > now_secs());
             let provider = self.providers.values().find(|p| p.name == hit.provider);
-            let key_alive =
-                hit.hmac || provider.is_some_and(|p| p.keys.still_has(hit.kid.as_deref()));
+            let key_alive = match &hit.key {
+                None => true,
+                Some(key) => {
+                    provider.is_some_and(|p| p.keys.still_verifies(hit.kid.as_deref(), key))
+                }
+            };
             if fresh && key_alive && is_allowed(allowed, &hit.provider) {
                 return Ok(hit.identity.clone());
             }
@@ -224,7 +229,7 @@ impl Verifier {
         let kid = header.kid.clone();
         // HMAC tokens verify only with the configured secret, never with a
         // published public key: that is what defeats algorithm confusion.
-        let hs_holder;
+        let mut verified_with = None;
         let key: &DecodingKey = if family == AlgorithmFamily::Hmac {
             provider
                 .hs_key
@@ -232,10 +237,7 @@ impl Verifier {
                 .ok_or_else(|| invalid("HMAC tokens are not accepted"))?
         } else {
             match provider.keys.lookup(kid.as_deref(), family).await {
-                KeyLookup::Found(k) if k.family == family => {
-                    hs_holder = k;
-                    &hs_holder.key
-                }
+                KeyLookup::Found(k) if k.family == family => &verified_with.insert(k).key,
                 KeyLookup::Found(_) => {
                     return Err(invalid("the token's algorithm does not match its key"));
                 }
@@ -249,7 +251,9 @@ impl Verifier {
         validation.algorithms = vec![alg];
         validation.leeway = provider.leeway.as_secs();
         validation.validate_nbf = true;
-        validation.validate_exp = provider.config.require_exp;
+        // A present `exp` is always enforced; `require_exp` only decides
+        // whether a token may leave it out.
+        validation.validate_exp = true;
         validation.set_issuer(&[&provider.config.issuer]);
         validation.set_audience(&provider.config.audiences);
         let mut required = vec!["iss", "aud"];
@@ -261,7 +265,7 @@ impl Verifier {
             .map_err(|e| invalid(describe(&e)))?;
         let claims = data.claims;
         let now = now_secs();
-        if let Some(iat) = claims.get("iat").and_then(serde_json::Value::as_u64) {
+        if let Some(iat) = numeric_date(&claims, "iat") {
             if iat > now + provider.leeway.as_secs() {
                 return Err(invalid("the token was issued in the future"));
             }
@@ -281,12 +285,26 @@ impl Verifier {
                 identity: identity.clone(),
                 provider: provider.name.clone(),
                 kid,
-                hmac: family == AlgorithmFamily::Hmac,
-                exp: claims.get("exp").and_then(serde_json::Value::as_u64),
+                key: verified_with,
+                exp: numeric_date(&claims, "exp"),
             }),
         );
         Ok(identity)
     }
+}
+
+/// A NumericDate claim (RFC 7519 section 2: seconds, possibly fractional),
+/// read as jsonwebtoken reads it when validating. Reading only integers would
+/// let a token with `"exp": 1700000000.5` stay cached forever and skip the
+/// `iat` check.
+fn numeric_date(claims: &serde_json::Value, name: &str) -> Option<u64> {
+    let value = claims.get(name)?;
+    value.as_u64().or_else(|| {
+        value
+            .as_f64()
+            .filter(|v| v.is_finite() && *v >= 0.0 && *v < u64::MAX as f64)
+            .map(|v| v.round() as u64)
+    })
 }
 
 fn is_allowed(allowed: Option<&[String]>, provider: &str) -> bool {

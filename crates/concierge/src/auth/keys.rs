@@ -21,6 +21,16 @@ type PemParser = fn(&[u8]) -> jsonwebtoken::errors::Result<DecodingKey>;
 pub struct VerifyKey {
     pub key: DecodingKey,
     pub family: AlgorithmFamily,
+    /// SHA-256 of the public key material: whether a later key set still
+    /// holds the very key a cached verdict was reached with.
+    pub fingerprint: [u8; 32],
+}
+
+fn fingerprint(material: &[u8]) -> [u8; 32] {
+    let hash = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, material);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(hash.as_ref());
+    out
 }
 
 /// A key set as fetched at one moment.
@@ -61,7 +71,14 @@ impl KeySet {
             let Ok(key) = DecodingKey::from_jwk(&jwk) else {
                 continue;
             };
-            let key = Arc::new(VerifyKey { key, family });
+            let Ok(material) = serde_json::to_vec(&jwk.algorithm) else {
+                continue;
+            };
+            let key = Arc::new(VerifyKey {
+                key,
+                family,
+                fingerprint: fingerprint(&material),
+            });
             match jwk.common.key_id {
                 Some(kid) => {
                     set.by_kid.insert(kid, key);
@@ -82,7 +99,11 @@ impl KeySet {
             if let Ok(key) = parse(pem) {
                 return Ok(KeySet {
                     by_kid: HashMap::new(),
-                    anonymous: vec![Arc::new(VerifyKey { key, family })],
+                    anonymous: vec![Arc::new(VerifyKey {
+                        key,
+                        family,
+                        fingerprint: fingerprint(pem),
+                    })],
                     fetched_at: Instant::now(),
                 });
             }
@@ -183,10 +204,17 @@ impl KeyStore {
         }
         let weak = Arc::downgrade(self);
         let interval = self.refresh_interval;
+        // Retry failures sooner than the normal interval, but not in a tight loop.
+        let retry = interval.min(Duration::from_secs(10));
+        // A failed first fetch (provider down at start-up or when added by a
+        // reload) is a failure too: waiting a whole refresh interval would
+        // keep answering 503 for minutes after the provider is back.
+        let mut wait = if self.current.load().is_some() {
+            interval
+        } else {
+            retry
+        };
         tokio::spawn(async move {
-            // Retry failures sooner than the normal interval, but not in a tight loop.
-            let retry = interval.min(Duration::from_secs(10));
-            let mut wait = interval;
             loop {
                 tokio::time::sleep(wait).await;
                 let Some(store) = weak.upgrade() else { return };
@@ -257,14 +285,16 @@ impl KeyStore {
         fresh.then_some(set)
     }
 
-    /// Whether `kid` is still published; used to drop cached verdicts for
-    /// tokens signed by a key that was rotated out.
-    pub fn still_has(&self, kid: Option<&str>) -> bool {
-        match (self.usable(), kid) {
-            (Some(set), Some(kid)) => set.by_kid.contains_key(kid),
-            (Some(set), None) => !set.anonymous.is_empty() || set.by_kid.len() == 1,
-            (None, _) => false,
-        }
+    /// Whether a token naming `kid` would still be verified with `key`; used
+    /// to drop cached verdicts for tokens whose key was rotated out. The key
+    /// is looked up as for a fresh token, so a token without a kid follows
+    /// "the one key of its family" rather than any key being published, and
+    /// compared by material, so a refresh republishing the same keys keeps
+    /// the cache.
+    pub fn still_verifies(&self, kid: Option<&str>, key: &VerifyKey) -> bool {
+        self.usable()
+            .and_then(|set| Self::find(&set, kid, key.family))
+            .is_some_and(|current| current.fingerprint == key.fingerprint)
     }
 
     fn find(set: &KeySet, kid: Option<&str>, family: AlgorithmFamily) -> Option<Arc<VerifyKey>> {

@@ -17,6 +17,7 @@ use super::security::{
     ApiKeys, AuthPolicy, ClientAddress, Cors, IdentityHeaders, IdentityProvider, IpRules, Providers,
 };
 use super::units::{ByteSize, DurationStr};
+use crate::ratelimit::{ConcurrencyLimit, RateLimitPolicy, RateLimitSettings};
 
 /// The whole configuration file.
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -31,6 +32,9 @@ pub struct Config {
     /// Named listeners, one per client profile (backend for frontend).
     #[schemars(with = "Vec<Frontend>")]
     pub frontends: Vec<Spanned<Frontend>>,
+    /// Rate-limit stores: Redis for cluster-wide limits, bounds of the local store.
+    #[serde(default)]
+    pub rate_limit: RateLimitSettings,
     /// JWT issuers the gateway trusts, by name.
     #[serde(default)]
     #[schemars(with = "BTreeMap<String, IdentityProvider>")]
@@ -126,6 +130,9 @@ pub struct Frontend {
     /// CORS; preflights are answered here, never forwarded.
     #[serde(default)]
     pub cors: Option<Cors>,
+    /// Rate limits for every request to this frontend.
+    #[serde(default)]
+    pub rate_limits: Vec<RateLimitPolicy>,
     /// Routes, matched by specificity (see docs/routing.md), not by order.
     #[serde(default)]
     #[schemars(with = "Vec<Route>")]
@@ -187,6 +194,9 @@ pub struct Route {
     /// Overrides of the frontend's auth policy.
     #[serde(default)]
     pub auth: AuthPolicy,
+    /// Rate limits for this route, checked after the frontend's.
+    #[serde(default)]
+    pub rate_limits: Vec<RateLimitPolicy>,
 }
 
 /// Request matching conditions; all given conditions must hold.
@@ -277,6 +287,13 @@ pub struct Service {
     /// PEM bundle of CA certificates for `https`/`h2` targets; default the public web roots.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// Rate limits for every request to this service, whichever route it came by
+    /// (use `key: service` for one budget shared by all clients).
+    #[serde(default)]
+    pub rate_limits: Vec<RateLimitPolicy>,
+    /// Shed load beyond this many requests in flight with 503.
+    #[serde(default)]
+    pub concurrency: Option<ConcurrencyLimit>,
 }
 
 fn default_max_idle() -> usize {

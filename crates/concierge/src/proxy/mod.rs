@@ -18,6 +18,7 @@ use crate::auth::ip;
 use crate::body::{Body, BodyTooLarge, Guarded, Limited};
 use crate::error::GatewayError;
 use crate::headers::{X_REQUEST_ID, request_id};
+use crate::ratelimit::{RateLimitHeaders, RequestKeys};
 use crate::router::host::request_host;
 use crate::router::normalize::normalize_path;
 use crate::router::table::Lookup;
@@ -141,6 +142,14 @@ async fn proxy(
         request.uri().query(),
     )
     .await?;
+    let rate_headers =
+        enforce_rate_limits(&cx, &route, identity.as_ref(), request.headers()).await?;
+    let concurrency_slot = match &route.concurrency {
+        Some(limiter) => Some(limiter.try_acquire().ok_or(GatewayError::Overloaded {
+            retry_after: limiter.retry_after(),
+        })?),
+        None => None,
+    };
     let limits = route.limits;
     if let Some(length) = content_length(&request)? {
         if length > limits.max_body_bytes {
@@ -195,13 +204,52 @@ async fn proxy(
             );
         }
     }
-    Ok(finish_response(&route, response, in_flight))
+    let mut response = finish_response(&route, response, (in_flight, concurrency_slot));
+    rate_headers.write_to(response.headers_mut());
+    Ok(response)
 }
 
-fn finish_response(
+/// Checks every rate limit of the route, in order; the first refusal answers
+/// 429. Delays (delay mode) are served once, the longest of them.
+async fn enforce_rate_limits(
+    cx: &Context<'_>,
+    route: &RouteRt,
+    identity: Option<&crate::auth::identity::Identity>,
+    headers: &http::HeaderMap,
+) -> Result<RateLimitHeaders, GatewayError> {
+    let mut collected = RateLimitHeaders::new();
+    if route.limiters.is_empty() {
+        return Ok(collected);
+    }
+    let keys = RequestKeys {
+        user: identity.and_then(|i| i.subject.as_deref()),
+        consumer: identity.and_then(|i| i.consumer.as_deref()),
+        ip: cx.client_ip,
+        headers,
+        route: &route.name,
+        service: &route.pool.name,
+    };
+    let mut wait = std::time::Duration::ZERO;
+    for limiter in &route.limiters {
+        let outcome = limiter.check(&keys).await;
+        limiter.add_headers(&outcome, &mut collected);
+        if outcome.is_limited() {
+            return Err(GatewayError::TooManyRequests(Box::new(collected)));
+        }
+        wait = wait.max(outcome.wait());
+    }
+    if !wait.is_zero() {
+        tokio::time::sleep(wait).await;
+    }
+    Ok(collected)
+}
+
+/// Strips hop-by-hop headers, applies the route's response rules and keeps
+/// `guards` (in-flight counters) alive until the body has been sent.
+fn finish_response<G: Send + Unpin + 'static>(
     route: &RouteRt,
     response: Response<Incoming>,
-    in_flight: crate::upstream::InFlight,
+    guards: G,
 ) -> Response<Body> {
     let (mut parts, body) = response.into_parts();
     let upgrade = parts.status == http::StatusCode::SWITCHING_PROTOCOLS;
@@ -209,7 +257,7 @@ fn finish_response(
     for ops in &route.response_headers {
         ops.apply(&mut parts.headers);
     }
-    let body = Guarded::new(body, in_flight)
+    let body = Guarded::new(body, guards)
         .map_err(|e| Box::new(e) as crate::body::BoxError)
         .boxed_unsync();
     Response::from_parts(parts, body)

@@ -98,12 +98,13 @@ pub fn parse_rate(text: &str) -> Result<Rate, String> {
     let (count, unit) = text
         .split_once('/')
         .ok_or_else(|| format!("`{text}` is not a rate: {expected}"))?;
-    let count: u64 = count
-        .trim()
-        .parse()
-        .map_err(|_| format!("`{text}` is not a rate: the count must be a whole number; {expected}"))?;
+    let count: u64 = count.trim().parse().map_err(|_| {
+        format!("`{text}` is not a rate: the count must be a whole number; {expected}")
+    })?;
     if count == 0 {
-        return Err(format!("`{text}`: the rate must allow at least one request"));
+        return Err(format!(
+            "`{text}`: the rate must allow at least one request"
+        ));
     }
     let secs = match unit.trim() {
         "s" | "sec" | "second" => 1,
@@ -220,7 +221,7 @@ pub enum StoreFailure {
 }
 
 /// What happens to a request over the limit.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
     /// Answer 429 at once.
@@ -231,7 +232,7 @@ pub enum Mode {
 }
 
 /// Settings of the delay mode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DelaySettings {
     /// Longest a request is held. Default 500ms.
@@ -372,7 +373,11 @@ mod tests {
         assert!(parse_rate("10").unwrap_err().contains("not a rate"));
         assert!(parse_rate("ten/s").unwrap_err().contains("whole number"));
         assert!(parse_rate("0/s").unwrap_err().contains("at least one"));
-        assert!(parse_rate("10/week").unwrap_err().contains("unknown rate unit `week`"));
+        assert!(
+            parse_rate("10/week")
+                .unwrap_err()
+                .contains("unknown rate unit `week`")
+        );
         assert!(parse_rate("2000000000/s").unwrap_err().contains("too fast"));
     }
 

@@ -17,6 +17,9 @@ use std::time::Duration;
 
 use super::config::Rate;
 
+/// The largest debt a key may hold: 2^53 ns, so that Lua's doubles stay exact.
+const MAX_DEBT: u64 = 1 << 53;
+
 /// The compiled arithmetic of one policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Gcra {
@@ -70,7 +73,9 @@ impl Gcra {
         let period = u64::try_from(rate.period.as_nanos()).map_err(|_| "period too long")?;
         let emission = period / rate.count.max(1);
         if emission == 0 {
-            return Err(format!("{rate} is too fast: at most one request per nanosecond"));
+            return Err(format!(
+                "{rate} is too fast: at most one request per nanosecond"
+            ));
         }
         if burst == 0 {
             return Err("burst must be at least 1".to_string());
@@ -79,13 +84,16 @@ impl Gcra {
         let burst_offset = emission
             .checked_mul(u64::from(burst))
             .filter(|offset| {
-                // The largest debt ever held must fit, with room for one more T.
+                // The largest debt ever held, with room for one more T, must
+                // stay exact in the doubles of the Redis script (about 104 days).
                 offset
                     .checked_add(max_delay)
                     .and_then(|d| d.checked_add(emission.saturating_mul(2)))
-                    .is_some()
+                    .is_some_and(|d| d <= MAX_DEBT)
             })
-            .ok_or_else(|| format!("burst {burst} at {rate} is too large"))?;
+            .ok_or_else(|| {
+                format!("burst {burst} at {rate} spans more than 100 days: lower the burst")
+            })?;
         Ok(Self {
             emission,
             burst,
@@ -201,7 +209,13 @@ mod tests {
 
     #[test]
     fn exactly_burst_requests_pass_at_once() {
-        for (rate, burst) in [("10/s", 10), ("10/s", 1), ("600/min", 25), ("5000/h", 3), ("3/s", 7)] {
+        for (rate, burst) in [
+            ("10/s", 10),
+            ("10/s", 1),
+            ("600/min", 25),
+            ("5000/h", 3),
+            ("3/s", 7),
+        ] {
             let g = gcra(rate, burst);
             let decisions = run(&g, std::iter::repeat_n(5 * SEC, 100));
             assert_eq!(allowed(&decisions), burst as usize, "{rate} burst {burst}");
@@ -330,6 +344,7 @@ mod tests {
         let rate = parse_rate("1/d").unwrap();
         assert!(Gcra::new(rate, 0, Duration::ZERO).is_err());
         assert!(Gcra::new(rate, u32::MAX, Duration::ZERO).is_err());
-        assert!(Gcra::new(rate, 1000, Duration::ZERO).is_ok());
+        assert!(Gcra::new(rate, 50, Duration::ZERO).is_ok());
+        assert!(Gcra::new(rate, 1000, Duration::ZERO).is_err());
     }
 }

@@ -255,14 +255,20 @@ mod tests {
         headers.insert("x-tenant", "acme".parse().unwrap());
         let r = request(&headers, "203.0.113.7");
         assert_eq!(rule(KeySpec::User).derive(&r), LimitKey::User("alice"));
-        assert_eq!(rule(KeySpec::ApiKey).derive(&r), LimitKey::Consumer("mobile-app"));
+        assert_eq!(
+            rule(KeySpec::ApiKey).derive(&r),
+            LimitKey::Consumer("mobile-app")
+        );
         assert_eq!(rule(KeySpec::Ip).derive(&r), LimitKey::Ip(r.ip));
         assert_eq!(
             rule(KeySpec::Header("X-Tenant".into())).derive(&r),
             LimitKey::Header(b"acme")
         );
         assert_eq!(rule(KeySpec::Route).derive(&r), LimitKey::Route("login"));
-        assert_eq!(rule(KeySpec::Service).derive(&r), LimitKey::Service("payment"));
+        assert_eq!(
+            rule(KeySpec::Service).derive(&r),
+            LimitKey::Service("payment")
+        );
     }
 
     #[test]
@@ -298,9 +304,15 @@ mod tests {
     fn ipv6_subnets_group_by_prefix() {
         let headers = HeaderMap::new();
         let key = |ip| subnet_rule(24, 64).derive(&request(&headers, ip));
-        assert_eq!(key("2001:db8:1:2::1"), key("2001:db8:1:2:ffff:ffff:ffff:ffff"));
+        assert_eq!(
+            key("2001:db8:1:2::1"),
+            key("2001:db8:1:2:ffff:ffff:ffff:ffff")
+        );
         assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
-        assert_eq!(key("2001:db8:1:2:aa::1").redis_suffix(), "net:2001:db8:1:2::/64");
+        assert_eq!(
+            key("2001:db8:1:2:aa::1").redis_suffix(),
+            "net:2001:db8:1:2::/64"
+        );
         let site = |ip| subnet_rule(24, 48).derive(&request(&headers, ip));
         assert_eq!(site("2001:db8:1:2::1"), site("2001:db8:1:ffff::1"));
         assert_ne!(site("2001:db8:1:2::1"), site("2001:db8:2:2::1"));
@@ -321,7 +333,10 @@ mod tests {
         assert_eq!(LimitKey::User("alice").redis_suffix(), "user:alice");
         assert_eq!(LimitKey::Service("payment").redis_suffix(), "svc:payment");
         let spaced = LimitKey::Header(b"has space").redis_suffix();
-        assert!(spaced.starts_with("hdr:sha256:") && spaced.len() == 11 + 32, "{spaced}");
+        assert!(
+            spaced.starts_with("hdr:sha256:") && spaced.len() == 11 + 32,
+            "{spaced}"
+        );
         let long = "x".repeat(200);
         assert_eq!(LimitKey::User(&long).redis_suffix().len(), 5 + 7 + 32);
     }

@@ -74,6 +74,10 @@ impl<V: Expiring> ShardedMap<V> {
     /// `shards` is rounded up to a power of two.
     pub fn new(max_keys: usize, shards: usize) -> Self {
         let shards = shards.clamp(1, 1 << 6).next_power_of_two();
+        let budget = per_shard_budget(max_keys, shards);
+        // Tables start empty and grow with use: a store that sees few keys
+        // costs little (allocating the bound up front costs its full size
+        // at once: mimalloc makes such allocations resident).
         let shards = (0..shards)
             .map(|_| {
                 Mutex::new(Shard {
@@ -82,13 +86,11 @@ impl<V: Expiring> ShardedMap<V> {
                 })
             })
             .collect();
-        let map = Self {
+        Self {
             shards,
-            per_shard: AtomicUsize::new(1),
+            per_shard: AtomicUsize::new(budget),
             evicted_live: AtomicU64::new(0),
-        };
-        map.set_max_keys(max_keys);
-        map
+        }
     }
 
     /// Changes the bound; shards over it shrink as new keys arrive.
@@ -136,6 +138,7 @@ impl<V: Expiring> ShardedMap<V> {
 
     /// Drops every expired entry; returns how many. Run on a timer.
     pub fn sweep(&self, now: u64) -> usize {
+        let budget = self.per_shard.load(Ordering::Relaxed);
         let mut removed = 0;
         for index in 0..self.shards.len() {
             let mut shard = self.shards[index]
@@ -144,10 +147,9 @@ impl<V: Expiring> ShardedMap<V> {
             if now >= shard.next_expiry {
                 removed += shard.sweep(now);
             }
-            // Give memory back after a flood of keys has passed.
-            let len = shard.map.len();
-            if shard.map.capacity() > 4 * len.max(256) {
-                shard.map.shrink_to(len * 2);
+            // `max_keys` was lowered by a reload: give the memory back.
+            if shard.map.capacity() > 2 * budget && shard.map.len() <= budget {
+                shard.map.shrink_to(budget);
             }
         }
         removed
@@ -271,7 +273,9 @@ mod tests {
         let map = ShardedMap::new(1000, 16);
         let mut key: u64 = 0x9e37_79b9_7f4a_7c15;
         for _ in 0..20_000 {
-            key = key.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            key = key
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             put(&map, key, u64::MAX, 0);
         }
         assert!(map.len() <= map.capacity_bound());

@@ -394,6 +394,11 @@ impl JwksServer {
         *self.document.lock().expect("jwks lock") = jwks(keys);
     }
 
+    /// Publishes `document` as it is (e.g. keys without `kid`).
+    pub fn set_document(&self, document: Value) {
+        *self.document.lock().expect("jwks lock") = document;
+    }
+
     /// The current JWKS document.
     pub fn document(&self) -> Value {
         self.document.lock().expect("jwks lock").clone()

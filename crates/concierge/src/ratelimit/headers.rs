@@ -1,0 +1,321 @@
+//! The rate-limit response headers.
+//!
+//! Standard fields, per draft-ietf-httpapi-ratelimit-headers-11 (May 2026,
+//! sections 3 and 4), both Structured Field Lists with one item per policy
+//! that applied; the item is the policy name as an sf-string:
+//!
+//! ```text
+//! RateLimit-Policy: "login";q=10;w=1, "api";q=600;w=60;concierge-burst=10
+//! RateLimit: "login";r=0;t=1, "api";r=7;t=2
+//! ```
+//!
+//! - `q` / `w`: the configured rate, `q` requests per `w` seconds. GCRA
+//!   also lets `burst` requests through at once; when the burst differs
+//!   from `q` it is given as the vendor parameter `concierge-burst`.
+//! - `r`: requests that could pass right now (the bucket's remaining tokens).
+//! - `t`: seconds, rounded up, until the quota is fully restored; on a
+//!   refused request, until the next request may pass, so that it matches
+//!   `Retry-After` (the draft asks that `Retry-After` not point before the
+//!   end of the effective window).
+//! - The partition key (`pk`) is not sent: it would echo client addresses.
+//!
+//! The widely used legacy fields describe the most restrictive policy:
+//! `X-RateLimit-Limit` (its burst), `X-RateLimit-Remaining` and
+//! `X-RateLimit-Reset` (seconds until its bucket is full again). A refused
+//! request also gets `Retry-After` in whole seconds, rounded up, at least 1.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderMap, HeaderName, HeaderValue, header};
+
+use super::gcra::Decision;
+
+pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+pub const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+pub const X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+pub const X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+pub const X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+
+/// What a policy advertises about itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Advertised {
+    pub name: Arc<str>,
+    /// Requests per window (the rate's count).
+    pub quota: u64,
+    /// The rate's period in seconds.
+    pub window: u64,
+    pub burst: u32,
+    /// Headers on allowed responses too (the policy's `headers`).
+    pub on_allowed: bool,
+}
+
+/// The headers for one response, gathered over the policies that applied.
+#[derive(Debug, Default, Clone)]
+pub struct RateLimitHeaders {
+    policies: String,
+    limits: String,
+    /// The most restrictive decision so far, for the `X-RateLimit-*` fields.
+    tightest: Option<Decision>,
+    /// The longest wait among refusing policies.
+    retry_after: Option<Duration>,
+    violated: Vec<Arc<str>>,
+}
+
+impl RateLimitHeaders {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a policy's decision. Allowed decisions of a policy with
+    /// `headers: false` add nothing; refusals always do.
+    pub fn add(&mut self, policy: &Advertised, decision: &Decision) {
+        if decision.allowed && !policy.on_allowed {
+            return;
+        }
+        let sep = |s: &String| if s.is_empty() { "" } else { ", " };
+        let name = sf_string(&policy.name);
+        let _ = write!(
+            self.policies,
+            "{}{name};q={};w={}",
+            sep(&self.policies),
+            policy.quota,
+            policy.window.max(1)
+        );
+        if u64::from(policy.burst) != policy.quota {
+            let _ = write!(self.policies, ";concierge-burst={}", policy.burst);
+        }
+        let t = if decision.allowed {
+            ceil_secs(decision.reset_after)
+        } else {
+            retry_after_secs(decision.retry_after)
+        };
+        let _ = write!(
+            self.limits,
+            "{}{name};r={};t={t}",
+            sep(&self.limits),
+            decision.remaining
+        );
+        if !decision.allowed {
+            self.violated.push(policy.name.clone());
+            let wait = self
+                .retry_after
+                .unwrap_or_default()
+                .max(decision.retry_after);
+            self.retry_after = Some(wait);
+        }
+        if self.tightest.is_none_or(|t| tighter(decision, &t)) {
+            self.tightest = Some(*decision);
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.policies.is_empty()
+    }
+
+    /// Names of the policies that refused the request, for the problem body
+    /// (`violated-policies` of the draft's quota-exceeded problem type).
+    pub fn violated(&self) -> &[Arc<str>] {
+        &self.violated
+    }
+
+    /// The `Retry-After` in seconds when a policy refused the request.
+    pub fn retry_after(&self) -> Option<u64> {
+        self.retry_after.map(retry_after_secs)
+    }
+
+    /// Writes the fields into a response's headers.
+    pub fn write_to(&self, headers: &mut HeaderMap) {
+        let Some(tightest) = self.tightest else {
+            return;
+        };
+        let mut put = |name: HeaderName, value: String| {
+            if let Ok(value) = HeaderValue::try_from(value) {
+                headers.insert(name, value);
+            }
+        };
+        put(RATELIMIT_POLICY, self.policies.clone());
+        put(RATELIMIT, self.limits.clone());
+        put(X_RATELIMIT_LIMIT, tightest.limit.to_string());
+        put(X_RATELIMIT_REMAINING, tightest.remaining.to_string());
+        put(
+            X_RATELIMIT_RESET,
+            ceil_secs(tightest.reset_after).to_string(),
+        );
+        if let Some(seconds) = self.retry_after() {
+            put(header::RETRY_AFTER, seconds.to_string());
+        }
+    }
+}
+
+/// Refusals beat admissions; then fewer remaining; then a later reset.
+fn tighter(a: &Decision, b: &Decision) -> bool {
+    match (a.allowed, b.allowed) {
+        (false, true) => true,
+        (true, false) => false,
+        (false, false) => a.retry_after > b.retry_after,
+        (true, true) => {
+            (a.remaining, std::cmp::Reverse(a.reset_after))
+                < (b.remaining, std::cmp::Reverse(b.reset_after))
+        }
+    }
+}
+
+/// Whole seconds, rounded up.
+pub fn ceil_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+/// `Retry-After` seconds: rounded up, at least 1 (0 would invite an instant retry).
+pub fn retry_after_secs(d: Duration) -> u64 {
+    ceil_secs(d).max(1)
+}
+
+/// An RFC 8941 sf-string: printable ASCII in quotes, `"` and `\` escaped.
+fn sf_string(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars().filter(|c| (' '..='~').contains(c)) {
+        if c == '"' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(name: &str, quota: u64, window: u64, burst: u32) -> Advertised {
+        Advertised {
+            name: name.into(),
+            quota,
+            window,
+            burst,
+            on_allowed: true,
+        }
+    }
+
+    fn allowed(limit: u32, remaining: u32, reset_ms: u64) -> Decision {
+        Decision {
+            allowed: true,
+            limit,
+            remaining,
+            reset_after: Duration::from_millis(reset_ms),
+            retry_after: Duration::ZERO,
+            delay: Duration::ZERO,
+        }
+    }
+
+    fn refused(limit: u32, retry_ms: u64, reset_ms: u64) -> Decision {
+        Decision {
+            allowed: false,
+            limit,
+            remaining: 0,
+            reset_after: Duration::from_millis(reset_ms),
+            retry_after: Duration::from_millis(retry_ms),
+            delay: Duration::ZERO,
+        }
+    }
+
+    fn written(h: &RateLimitHeaders) -> Vec<(String, String)> {
+        let mut map = HeaderMap::new();
+        h.write_to(&mut map);
+        let mut out: Vec<_> = map
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_string()))
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn an_allowed_response() {
+        let mut h = RateLimitHeaders::new();
+        h.add(&policy("login", 10, 1, 10), &allowed(10, 7, 300));
+        assert_eq!(
+            written(&h),
+            [
+                ("ratelimit".into(), r#""login";r=7;t=1"#.into()),
+                ("ratelimit-policy".into(), r#""login";q=10;w=1"#.into()),
+                ("x-ratelimit-limit".into(), "10".into()),
+                ("x-ratelimit-remaining".into(), "7".into()),
+                ("x-ratelimit-reset".into(), "1".into()),
+            ]
+        );
+        assert_eq!(h.retry_after(), None);
+    }
+
+    #[test]
+    fn a_refused_response_carries_retry_after() {
+        let mut h = RateLimitHeaders::new();
+        h.add(&policy("api", 600, 60, 10), &refused(10, 2_100, 61_000));
+        let w = written(&h);
+        assert!(w.contains(&("ratelimit".into(), r#""api";r=0;t=3"#.into())));
+        assert!(w.contains(&(
+            "ratelimit-policy".into(),
+            r#""api";q=600;w=60;concierge-burst=10"#.into()
+        )));
+        assert!(w.contains(&("retry-after".into(), "3".into())));
+        assert!(w.contains(&("x-ratelimit-reset".into(), "61".into())));
+        assert_eq!(h.violated(), [Arc::<str>::from("api")]);
+    }
+
+    #[test]
+    fn several_policies_list_each_and_the_legacy_fields_show_the_tightest() {
+        let mut h = RateLimitHeaders::new();
+        h.add(&policy("per-ip", 100, 60, 20), &allowed(20, 15, 10_000));
+        h.add(&policy("global", 500, 1, 500), &allowed(500, 3, 400));
+        let w = written(&h);
+        assert!(w.contains(&(
+            "ratelimit-policy".into(),
+            r#""per-ip";q=100;w=60;concierge-burst=20, "global";q=500;w=1"#.into()
+        )));
+        assert!(w.contains(&(
+            "ratelimit".into(),
+            r#""per-ip";r=15;t=10, "global";r=3;t=1"#.into()
+        )));
+        assert!(w.contains(&("x-ratelimit-remaining".into(), "3".into())));
+        assert!(w.contains(&("x-ratelimit-limit".into(), "500".into())));
+        // A refusal wins the legacy fields, and Retry-After is the longest wait.
+        h.add(&policy("b", 1, 1, 1), &refused(1, 200, 900));
+        h.add(&policy("c", 1, 60, 1), &refused(1, 59_000, 60_000));
+        let w = written(&h);
+        assert!(w.contains(&("retry-after".into(), "59".into())));
+        assert!(w.contains(&("x-ratelimit-limit".into(), "1".into())));
+        assert!(w.contains(&("x-ratelimit-remaining".into(), "0".into())));
+        assert_eq!(h.violated().len(), 2);
+    }
+
+    #[test]
+    fn allowed_decisions_of_a_quiet_policy_add_nothing() {
+        let mut h = RateLimitHeaders::new();
+        let mut quiet = policy("quiet", 10, 1, 10);
+        quiet.on_allowed = false;
+        h.add(&quiet, &allowed(10, 9, 100));
+        assert!(h.is_empty());
+        assert!(written(&h).is_empty());
+        h.add(&quiet, &refused(10, 100, 1_000));
+        assert!(!h.is_empty());
+    }
+
+    #[test]
+    fn retry_after_rounds_up_and_is_never_zero() {
+        assert_eq!(retry_after_secs(Duration::ZERO), 1);
+        assert_eq!(retry_after_secs(Duration::from_millis(1)), 1);
+        assert_eq!(retry_after_secs(Duration::from_millis(1000)), 1);
+        assert_eq!(retry_after_secs(Duration::from_millis(1001)), 2);
+        assert_eq!(ceil_secs(Duration::from_secs(60)), 60);
+    }
+
+    #[test]
+    fn names_are_quoted_structured_field_strings() {
+        assert_eq!(sf_string("login"), r#""login""#);
+        assert_eq!(sf_string(r#"a"b\c"#), r#""a\"b\\c""#);
+        assert_eq!(sf_string("tab\there"), r#""tabhere""#);
+    }
+}

@@ -1,0 +1,704 @@
+//! Rate limiting and load shedding: the engine the policy chain calls.
+//!
+//! - [`Limiter`]: one compiled policy (GCRA, see [`gcra`]) with its key
+//!   rule ([`key`]) and its store: [`local::LocalStore`] for `scope: local`,
+//!   [`redis::RedisStore`] for `scope: cluster` (optionally batched, see
+//!   [`hybrid`]), falling back as `on_store_failure` says.
+//! - [`Stores`]: the state every limiter shares. It outlives snapshots:
+//!   a reload passes the previous `Stores` to [`Stores::build`], which keeps
+//!   the local buckets and the Redis connection.
+//! - [`headers::RateLimitHeaders`]: the response fields.
+//! - [`concurrency::ConcurrencyLimiter`]: per-service in-flight limit.
+//!
+//! # Using it on the request path
+//!
+//! For each policy that applies (frontend, route, service), in order:
+//! `limiter.check(&request_keys).await` gives an [`Outcome`]:
+//! - `Allowed`: go on;
+//! - `Delay { wait }`: the request is admitted, but must first sleep `wait`
+//!   (≤ `max_wait`; with several policies, sleep the longest wait once);
+//! - `Limited`: answer 429 (problem+json) at once.
+//!
+//! Feed every outcome to [`Limiter::add_headers`] and write the collected
+//! [`headers::RateLimitHeaders`] on the response, 429 or not. A request
+//! refused by a later policy has still used a token of the earlier ones
+//! (no refunds: a refund would need a second round trip to Redis).
+//!
+//! # Reloads
+//!
+//! A bucket's key includes the policy's *identity*: its name, rate, burst,
+//! key rule, scope and mode. A policy unchanged by a reload finds its
+//! buckets as they were; a changed one starts from fresh buckets, and the
+//! old ones expire on their own (locally by the sweep, in Redis by TTL).
+
+pub mod concurrency;
+pub mod config;
+pub mod gcra;
+pub mod headers;
+pub mod hybrid;
+pub mod key;
+pub mod local;
+pub mod redis;
+mod shard_map;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+pub use self::concurrency::{ConcurrencyLimiter, InFlightGuard};
+pub use self::config::{
+    ConcurrencyLimit, KeySpec, LocalSettings, Mode, RateLimitPolicy, RateLimitSettings,
+    RedisSettings, Scope, StoreFailure,
+};
+pub use self::gcra::Decision;
+pub use self::headers::{Advertised, RateLimitHeaders};
+pub use self::hybrid::LeaseStore;
+pub use self::key::{KeyRule, LimitKey, RequestKeys};
+pub use self::local::LocalStore;
+pub use self::redis::{RedisStats, RedisStore, StoreError};
+
+use self::gcra::Gcra;
+
+/// The longest delay mode may hold a request.
+pub const MAX_WAIT_LIMIT: Duration = Duration::from_secs(60);
+
+/// The state every limiter shares, carried across reloads.
+#[derive(Clone)]
+pub struct Stores {
+    pub local: Arc<LocalStore>,
+    /// Tokens leased from Redis by hybrid policies.
+    pub leases: Arc<LeaseStore>,
+    /// Present when some policy has `scope: cluster`.
+    pub redis: Option<Arc<RedisStore>>,
+    sweep_every_ms: Arc<AtomicU64>,
+}
+
+impl Stores {
+    /// The stores for a configuration. `cluster` says whether any policy
+    /// has `scope: cluster`. `previous` are the stores of the snapshot being
+    /// replaced: the local buckets are always kept (with the new bounds), the
+    /// Redis store when its settings are unchanged. Connecting happens in
+    /// the background, so this never waits for Redis; it needs a Tokio
+    /// runtime only when it creates a Redis store.
+    pub fn build(
+        settings: &RateLimitSettings,
+        cluster: bool,
+        previous: Option<&Stores>,
+    ) -> Result<Self, StoreError> {
+        let sweep_ms = u64::try_from(settings.local.sweep_interval.0.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(10);
+        let stores = match previous {
+            Some(previous) => {
+                previous.local.set_max_keys(settings.local.max_keys);
+                previous.leases.set_max_keys(settings.local.max_keys);
+                previous.sweep_every_ms.store(sweep_ms, Ordering::Relaxed);
+                Self {
+                    local: previous.local.clone(),
+                    leases: previous.leases.clone(),
+                    redis: None,
+                    sweep_every_ms: previous.sweep_every_ms.clone(),
+                }
+            }
+            None => {
+                let stores = Self {
+                    local: Arc::new(LocalStore::new(settings.local.max_keys)),
+                    leases: Arc::new(LeaseStore::new(settings.local.max_keys)),
+                    redis: None,
+                    sweep_every_ms: Arc::new(AtomicU64::new(sweep_ms)),
+                };
+                stores.spawn_sweeper();
+                stores
+            }
+        };
+        let redis = if cluster {
+            let reusable = previous
+                .and_then(|p| p.redis.as_ref())
+                .filter(|r| r.settings() == &settings.redis);
+            Some(match reusable {
+                Some(redis) => redis.clone(),
+                None => RedisStore::connect(&settings.redis)?,
+            })
+        } else {
+            None
+        };
+        Ok(Self { redis, ..stores })
+    }
+
+    /// Sweeps idle keys on a timer while the stores live (needs a Tokio
+    /// runtime; without one, full shards still evict idle keys themselves).
+    fn spawn_sweeper(&self) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let local: Weak<LocalStore> = Arc::downgrade(&self.local);
+        let leases: Weak<LeaseStore> = Arc::downgrade(&self.leases);
+        let every = self.sweep_every_ms.clone();
+        runtime.spawn(async move {
+            loop {
+                let wait = Duration::from_millis(every.load(Ordering::Relaxed));
+                tokio::time::sleep(wait).await;
+                let (Some(local), Some(leases)) = (local.upgrade(), leases.upgrade()) else {
+                    return;
+                };
+                let now = local.now();
+                let removed = local.sweep() + leases.sweep(now);
+                tracing::trace!(removed, kept = local.len(), "idle rate-limit keys swept");
+            }
+        });
+    }
+}
+
+/// Where a decision came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The in-process store (`scope: local`).
+    Local,
+    /// Redis (`scope: cluster`).
+    Redis,
+    /// A token leased from Redis earlier (hybrid mode).
+    Lease,
+    /// Redis failed; the policy's `on_store_failure` decided.
+    Fallback(StoreFailure),
+}
+
+/// What a policy says about a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Go on.
+    Allowed { decision: Decision, source: Source },
+    /// Admitted, after sleeping `wait` (delay mode).
+    Delay {
+        wait: Duration,
+        decision: Decision,
+        source: Source,
+    },
+    /// Refuse with 429.
+    Limited { decision: Decision, source: Source },
+}
+
+impl Outcome {
+    fn new(decision: Decision, source: Source) -> Self {
+        if !decision.allowed {
+            Self::Limited { decision, source }
+        } else if decision.delay > Duration::ZERO {
+            Self::Delay {
+                wait: decision.delay,
+                decision,
+                source,
+            }
+        } else {
+            Self::Allowed { decision, source }
+        }
+    }
+
+    pub fn decision(&self) -> &Decision {
+        match self {
+            Self::Allowed { decision, .. }
+            | Self::Delay { decision, .. }
+            | Self::Limited { decision, .. } => decision,
+        }
+    }
+
+    pub fn source(&self) -> Source {
+        match self {
+            Self::Allowed { source, .. }
+            | Self::Delay { source, .. }
+            | Self::Limited { source, .. } => *source,
+        }
+    }
+
+    pub fn is_limited(&self) -> bool {
+        matches!(self, Self::Limited { .. })
+    }
+
+    /// How long to hold the request before forwarding it.
+    pub fn wait(&self) -> Duration {
+        match self {
+            Self::Delay { wait, .. } => *wait,
+            _ => Duration::ZERO,
+        }
+    }
+}
+
+/// Why a policy could not be compiled: every problem at once.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("rate-limit policy `{policy}`: {}", .problems.join("; "))]
+pub struct PolicyError {
+    pub policy: String,
+    pub problems: Vec<String>,
+}
+
+/// One compiled policy.
+pub struct Limiter {
+    advertised: Advertised,
+    gcra: Gcra,
+    key: KeyRule,
+    /// The policy's identity, hashed: part of every local key.
+    id: u64,
+    local: Arc<LocalStore>,
+    cluster: Option<Cluster>,
+}
+
+struct Cluster {
+    redis: Arc<RedisStore>,
+    /// `{key_prefix}{name}:{id}:`, to which the request's key is appended.
+    key_prefix: String,
+    on_failure: StoreFailure,
+    hybrid: Option<HybridLeases>,
+}
+
+struct HybridLeases {
+    batch: u32,
+    /// How long leased tokens stay usable: `batch × T`.
+    hold: u64,
+    leases: Arc<LeaseStore>,
+}
+
+impl Limiter {
+    pub fn build(policy: &RateLimitPolicy, stores: &Stores) -> Result<Self, PolicyError> {
+        let mut problems = Vec::new();
+        let name = policy.name.as_str();
+        let name_ok = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b));
+        if !name_ok {
+            problems.push("the name must be 1 to 64 letters, digits, `_`, `-` or `.`".to_string());
+        }
+        let burst = policy.effective_burst();
+        let max_wait = policy.mode.max_wait();
+        if let Mode::Delay(_) = policy.mode {
+            if max_wait.is_zero() || max_wait > MAX_WAIT_LIMIT {
+                problems.push(format!(
+                    "delay.max_wait must be more than 0 and at most {}s",
+                    MAX_WAIT_LIMIT.as_secs()
+                ));
+            }
+        }
+        let gcra = Gcra::new(policy.rate, burst, max_wait.min(MAX_WAIT_LIMIT))
+            .map_err(|e| problems.push(e))
+            .ok();
+        let key = KeyRule::compile(&policy.key)
+            .map_err(|e| problems.push(e))
+            .ok();
+        if let Some(hybrid) = policy.hybrid {
+            if policy.scope != Scope::Cluster {
+                problems.push("hybrid needs `scope: cluster`".to_string());
+            }
+            if policy.mode != Mode::Reject {
+                problems.push("hybrid works with `mode: reject` only".to_string());
+            }
+            if hybrid.batch < 2 || hybrid.batch > burst {
+                problems.push(format!(
+                    "hybrid.batch must be between 2 and the burst ({burst})"
+                ));
+            }
+        }
+        if policy.scope == Scope::Cluster && stores.redis.is_none() {
+            problems.push("`scope: cluster` needs the Redis store".to_string());
+        }
+        let (Some(gcra), Some(key), true) = (gcra, key, problems.is_empty()) else {
+            return Err(PolicyError {
+                policy: policy.name.clone(),
+                problems,
+            });
+        };
+
+        let identity = format!(
+            "v1|{name}|{}/{}|{burst}|{}|{:?}|{}",
+            policy.rate.count,
+            policy.rate.period_secs(),
+            key.canonical(),
+            policy.scope,
+            max_wait.as_nanos()
+        );
+        let id = identity_hash(&identity);
+        let cluster = match (&stores.redis, policy.scope) {
+            (Some(redis), Scope::Cluster) => Some(Cluster {
+                redis: redis.clone(),
+                key_prefix: format!("{}{name}:{id:016x}:", redis.key_prefix()),
+                on_failure: policy.on_store_failure,
+                hybrid: policy.hybrid.map(|h| HybridLeases {
+                    batch: h.batch,
+                    hold: gcra.emission_nanos().saturating_mul(u64::from(h.batch)),
+                    leases: stores.leases.clone(),
+                }),
+            }),
+            _ => None,
+        };
+        Ok(Self {
+            advertised: Advertised {
+                name: Arc::from(name),
+                quota: policy.rate.count,
+                window: policy.rate.period_secs(),
+                burst,
+                on_allowed: policy.headers,
+            },
+            gcra,
+            key,
+            id,
+            local: stores.local.clone(),
+            cluster,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.advertised.name
+    }
+
+    /// What the policy advertises in the `RateLimit-Policy` header.
+    pub fn advertised(&self) -> &Advertised {
+        &self.advertised
+    }
+
+    pub fn scope(&self) -> Scope {
+        if self.cluster.is_some() {
+            Scope::Cluster
+        } else {
+            Scope::Local
+        }
+    }
+
+    /// The request's key under this policy.
+    pub fn key<'a>(&self, request: &RequestKeys<'a>) -> LimitKey<'a> {
+        self.key.derive(request)
+    }
+
+    /// The Redis key of a request's bucket (`None` for a local policy).
+    pub fn redis_key(&self, key: &LimitKey<'_>) -> Option<String> {
+        self.cluster
+            .as_ref()
+            .map(|c| format!("{}{}", c.key_prefix, key.redis_suffix()))
+    }
+
+    /// Decides one request: takes a token from its bucket.
+    pub async fn check(&self, request: &RequestKeys<'_>) -> Outcome {
+        self.check_key(&self.key(request)).await
+    }
+
+    /// Decides for an already derived key.
+    pub async fn check_key(&self, key: &LimitKey<'_>) -> Outcome {
+        match &self.cluster {
+            None => self.check_local(key, Source::Local),
+            Some(cluster) => self.check_cluster(cluster, key).await,
+        }
+    }
+
+    /// Adds this policy's outcome to the response headers. A request let
+    /// through because Redis failed (`on_store_failure: allow`) adds nothing:
+    /// there are no numbers to tell.
+    pub fn add_headers(&self, outcome: &Outcome, headers: &mut RateLimitHeaders) {
+        if outcome.source() != Source::Fallback(StoreFailure::Allow) {
+            headers.add(&self.advertised, outcome.decision());
+        }
+    }
+
+    fn check_local(&self, key: &LimitKey<'_>, source: Source) -> Outcome {
+        let hash = self.local.key_hash(self.id, key);
+        let take = self.local.take(hash, &self.gcra, 1);
+        Outcome::new(take.decision, source)
+    }
+
+    async fn check_cluster(&self, cluster: &Cluster, key: &LimitKey<'_>) -> Outcome {
+        let hybrid = cluster
+            .hybrid
+            .as_ref()
+            .map(|h| (h, self.local.key_hash(self.id, key)));
+        if let Some((h, hash)) = hybrid {
+            let now = self.local.now();
+            if let Some(decision) = h.leases.spend(hash, now, self.gcra.burst()) {
+                return Outcome::new(decision, Source::Lease);
+            }
+        }
+        let want = hybrid.map_or(1, |(h, _)| h.batch);
+        let redis_key = format!("{}{}", cluster.key_prefix, key.redis_suffix());
+        match cluster.redis.take(&redis_key, &self.gcra, want).await {
+            Ok(mut take) => {
+                if let Some((h, hash)) = hybrid {
+                    let extra = take.granted.saturating_sub(1);
+                    if extra > 0 {
+                        let now = self.local.now();
+                        h.leases
+                            .deposit(hash, now, extra, h.batch - 1, h.hold, &take.decision);
+                        take.decision.remaining = take.decision.remaining.saturating_add(extra);
+                        take.decision.retry_after = Duration::ZERO;
+                    }
+                }
+                Outcome::new(take.decision, Source::Redis)
+            }
+            Err(_) => {
+                // The store counted and logged the failure.
+                cluster.redis.record_fallback(cluster.on_failure);
+                self.on_store_failure(cluster.on_failure, key)
+            }
+        }
+    }
+
+    fn on_store_failure(&self, mode: StoreFailure, key: &LimitKey<'_>) -> Outcome {
+        let source = Source::Fallback(mode);
+        let burst = self.gcra.burst();
+        match mode {
+            // The policy's identity includes its scope, so these buckets
+            // never mix with those of a `scope: local` policy.
+            StoreFailure::Local => self.check_local(key, source),
+            StoreFailure::Allow => Outcome::new(
+                Decision {
+                    allowed: true,
+                    limit: burst,
+                    remaining: burst,
+                    reset_after: Duration::ZERO,
+                    retry_after: Duration::ZERO,
+                    delay: Duration::ZERO,
+                },
+                source,
+            ),
+            // Retry once the breaker may have closed again.
+            StoreFailure::Deny => Outcome::new(
+                Decision {
+                    allowed: false,
+                    limit: burst,
+                    remaining: 0,
+                    reset_after: redis::OPEN_FOR,
+                    retry_after: redis::OPEN_FOR,
+                    delay: Duration::ZERO,
+                },
+                source,
+            ),
+        }
+    }
+}
+
+/// A stable 64-bit digest (the same on every instance and version), so
+/// that all gateways of a cluster name a policy's Redis keys alike.
+fn identity_hash(identity: &str) -> u64 {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, identity.as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest.as_ref()[..8]);
+    u64::from_be_bytes(first)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+
+    use http::HeaderMap;
+
+    use super::*;
+
+    fn policy(yaml: &str) -> RateLimitPolicy {
+        serde_saphyr::from_str(yaml).unwrap()
+    }
+
+    fn local_stores() -> Stores {
+        Stores::build(&RateLimitSettings::default(), false, None).unwrap()
+    }
+
+    fn keys<'a>(headers: &'a HeaderMap, ip: &str, user: Option<&'a str>) -> RequestKeys<'a> {
+        RequestKeys {
+            user,
+            consumer: None,
+            ip: ip.parse::<IpAddr>().unwrap(),
+            headers,
+            route: "login",
+            service: "auth",
+        }
+    }
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    #[test]
+    fn a_local_policy_allows_exactly_its_burst() {
+        let stores = local_stores();
+        let limiter = Limiter::build(
+            &policy("{name: login, rate: 1/min, burst: 5, key: ip}"),
+            &stores,
+        )
+        .unwrap();
+        let headers = HeaderMap::new();
+        let outcomes: Vec<Outcome> = block_on(async {
+            let mut v = Vec::new();
+            for _ in 0..8 {
+                v.push(limiter.check(&keys(&headers, "192.0.2.1", None)).await);
+            }
+            v
+        });
+        assert_eq!(outcomes.iter().filter(|o| !o.is_limited()).count(), 5);
+        assert!(outcomes[5].is_limited());
+        assert_eq!(outcomes[0].source(), Source::Local);
+        let retry = outcomes[5].decision().retry_after;
+        // The next token is one emission interval (60s) after the burst.
+        assert!(
+            retry > Duration::from_secs(59) && retry <= Duration::from_secs(60),
+            "{retry:?}"
+        );
+        // Another client has its own bucket.
+        let other = block_on(limiter.check(&keys(&headers, "192.0.2.2", None)));
+        assert!(!other.is_limited());
+    }
+
+    #[test]
+    fn delay_mode_returns_the_wait() {
+        let stores = local_stores();
+        let limiter = Limiter::build(
+            &policy("{name: smooth, rate: 10/s, burst: 1, key: service, mode: {delay: {max_wait: 250ms}}}"),
+            &stores,
+        )
+        .unwrap();
+        let headers = HeaderMap::new();
+        let waits: Vec<Duration> = block_on(async {
+            let mut v = Vec::new();
+            for _ in 0..4 {
+                let outcome = limiter.check(&keys(&headers, "192.0.2.1", None)).await;
+                v.push(if outcome.is_limited() {
+                    Duration::MAX
+                } else {
+                    outcome.wait()
+                });
+            }
+            v
+        });
+        assert_eq!(waits[0], Duration::ZERO);
+        assert!(waits[1] > Duration::from_millis(95) && waits[1] <= Duration::from_millis(100));
+        assert!(waits[2] > Duration::from_millis(195) && waits[2] <= Duration::from_millis(200));
+        assert_eq!(
+            waits[3],
+            Duration::MAX,
+            "beyond max_wait the request is refused"
+        );
+    }
+
+    #[test]
+    fn an_unchanged_policy_keeps_its_buckets_across_a_reload() {
+        let settings = RateLimitSettings::default();
+        let first = Stores::build(&settings, false, None).unwrap();
+        let yaml = "{name: login, rate: 1/min, burst: 2, key: ip}";
+        let before = Limiter::build(&policy(yaml), &first).unwrap();
+        let headers = HeaderMap::new();
+        let request = keys(&headers, "192.0.2.9", None);
+        block_on(async {
+            before.check(&request).await;
+            before.check(&request).await;
+        });
+        let second = Stores::build(&settings, false, Some(&first)).unwrap();
+        assert!(Arc::ptr_eq(&first.local, &second.local));
+        let same = Limiter::build(&policy(yaml), &second).unwrap();
+        assert!(
+            block_on(same.check(&request)).is_limited(),
+            "same policy, same bucket"
+        );
+        let changed = Limiter::build(
+            &policy("{name: login, rate: 2/min, burst: 2, key: ip}"),
+            &second,
+        )
+        .unwrap();
+        assert!(
+            !block_on(changed.check(&request)).is_limited(),
+            "a changed policy starts fresh"
+        );
+    }
+
+    #[test]
+    fn anonymous_requests_are_limited_per_ip_under_a_user_policy() {
+        let stores = local_stores();
+        let limiter = Limiter::build(
+            &policy("{name: mobile, rate: 1/min, burst: 1, key: user}"),
+            &stores,
+        )
+        .unwrap();
+        let headers = HeaderMap::new();
+        block_on(async {
+            assert!(
+                !limiter
+                    .check(&keys(&headers, "192.0.2.1", Some("alice")))
+                    .await
+                    .is_limited()
+            );
+            assert!(
+                !limiter
+                    .check(&keys(&headers, "192.0.2.1", Some("bob")))
+                    .await
+                    .is_limited()
+            );
+            assert!(
+                !limiter
+                    .check(&keys(&headers, "192.0.2.1", None))
+                    .await
+                    .is_limited()
+            );
+            assert!(
+                limiter
+                    .check(&keys(&headers, "192.0.2.1", None))
+                    .await
+                    .is_limited()
+            );
+            assert!(
+                limiter
+                    .check(&keys(&headers, "192.0.2.2", Some("alice")))
+                    .await
+                    .is_limited()
+            );
+        });
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let stores = local_stores();
+        let bad = policy(
+            "{name: 'bad name', rate: 1/d, burst: 100000, key: {header: 'a b'}, \
+             hybrid: {batch: 1}, mode: {delay: {max_wait: 2m}}}",
+        );
+        let error = Limiter::build(&bad, &stores).err().unwrap();
+        assert_eq!(error.problems.len(), 7, "{error}");
+        let cluster = policy("{name: c, rate: 1/s, key: ip, scope: cluster}");
+        let error = Limiter::build(&cluster, &stores).err().unwrap();
+        assert!(
+            error.to_string().contains("needs the Redis store"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn headers_follow_the_outcomes() {
+        let stores = local_stores();
+        let limiter = Limiter::build(
+            &policy("{name: login, rate: 10/s, burst: 2, key: ip}"),
+            &stores,
+        )
+        .unwrap();
+        let headers = HeaderMap::new();
+        let request = keys(&headers, "198.51.100.1", None);
+        let mut collected = RateLimitHeaders::new();
+        block_on(async {
+            for _ in 0..3 {
+                let outcome = limiter.check(&request).await;
+                limiter.add_headers(&outcome, &mut collected);
+            }
+        });
+        let mut map = HeaderMap::new();
+        collected.write_to(&mut map);
+        assert_eq!(map["retry-after"], "1");
+        assert_eq!(map["x-ratelimit-remaining"], "0");
+        assert!(
+            map["ratelimit-policy"]
+                .to_str()
+                .unwrap()
+                .starts_with(r#""login";q=10;w=1;concierge-burst=2"#)
+        );
+    }
+
+    #[test]
+    fn identities_are_stable() {
+        // Every instance and version must agree on Redis key names.
+        assert_eq!(identity_hash("v1|login"), identity_hash("v1|login"));
+        assert_ne!(identity_hash("v1|login"), identity_hash("v1|logout"));
+        assert_eq!(format!("{:016x}", identity_hash("")), "e3b0c44298fc1c14");
+    }
+}
