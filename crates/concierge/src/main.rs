@@ -72,8 +72,22 @@ fn main() -> ExitCode {
 }
 
 fn validate(file: &std::path::Path) -> ExitCode {
-    let result = concierge::config::load_file(file)
-        .and_then(|config| concierge::snapshot::compile(file, &config, None).map(|_| config));
+    // Compiling creates stores (a Redis client, sweepers) that need a
+    // runtime; nothing is bound and nothing is served.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        concierge::config::load_file(file)
+            .and_then(|config| concierge::snapshot::compile(file, &config, None).map(|_| config))
+    });
     match result {
         Ok(config) => {
             let routes: usize = config.frontends.iter().map(|f| f.value.routes.len()).sum();

@@ -66,6 +66,9 @@ impl Provider {
             }
             None => None,
         };
+        if config.max_staleness.0 < config.refresh_interval.0 {
+            return Err("max_staleness must not be shorter than refresh_interval, or healthy keys would go stale between refreshes".into());
+        }
         let wants_hmac = algorithms
             .iter()
             .any(|a| a.family() == AlgorithmFamily::Hmac);

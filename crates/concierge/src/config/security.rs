@@ -95,7 +95,7 @@ pub struct AuthPolicy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Credential {
-    /// Nothing required; a valid token is still used for identity headers, an invalid one is refused.
+    /// Nothing required; a valid token still yields identity headers, an invalid one counts as absent.
     None,
     /// A valid bearer JWT.
     Jwt,

@@ -28,6 +28,18 @@ pub struct Forwarding<'a> {
     pub identity: Option<&'a Identity>,
     /// The API key header, hidden from the upstream.
     pub api_key_header: Option<&'a HeaderName>,
+    /// The API key query parameter, also hidden from the upstream.
+    pub api_key_query: Option<&'a str>,
+}
+
+/// The query without every `name=…` pair, or `None` when it has none.
+fn without_param(query: &str, name: &str) -> Option<String> {
+    let is_key = |pair: &&str| pair.split('=').next() == Some(name);
+    if !query.split('&').any(|pair| is_key(&pair)) {
+        return None;
+    }
+    let kept: Vec<&str> = query.split('&').filter(|pair| !is_key(pair)).collect();
+    Some(kept.join("&"))
 }
 
 /// The consistent-hash key of a request, when the pool hashes.
@@ -48,11 +60,19 @@ pub fn upstream_request(
     body: Body,
 ) -> Result<Request<Body>, GatewayError> {
     let (route, target, client, id) = (f.route, f.target, f.client, f.id);
-    let path_and_query = match (path, parts.uri.path_and_query()) {
-        (None, Some(original)) => original.clone(),
-        (path, _) => {
-            let path = path.unwrap_or("/");
-            let text = match parts.uri.query() {
+    let stripped_query = f
+        .api_key_query
+        .zip(parts.uri.query())
+        .and_then(|(name, query)| without_param(query, name));
+    let path_and_query = match (path, parts.uri.path_and_query(), &stripped_query) {
+        (None, Some(original), None) => original.clone(),
+        (path, _, _) => {
+            let path = path.unwrap_or(parts.uri.path());
+            let query = stripped_query
+                .as_deref()
+                .or(parts.uri.query())
+                .filter(|q| !q.is_empty());
+            let text = match query {
                 Some(query) => format!("{path}?{query}"),
                 None => path.to_string(),
             };
@@ -112,4 +132,26 @@ pub fn upstream_request(
     // The upstream protocol is the pool's choice, not the client's.
     parts.version = http::Version::HTTP_11;
     Ok(Request::from_parts(parts, body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_param;
+
+    #[test]
+    fn api_key_query_parameter_is_removed() {
+        assert_eq!(
+            without_param("api_key=s3cret&page=2", "api_key").as_deref(),
+            Some("page=2")
+        );
+        assert_eq!(
+            without_param("page=2&api_key=s3cret", "api_key").as_deref(),
+            Some("page=2")
+        );
+        assert_eq!(
+            without_param("api_key=s3cret", "api_key").as_deref(),
+            Some("")
+        );
+        assert_eq!(without_param("page=2&api_keyx=1", "api_key"), None);
+    }
 }

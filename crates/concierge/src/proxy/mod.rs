@@ -176,6 +176,7 @@ async fn proxy(
         identity_headers: &frontend.identity,
         identity: identity.as_ref(),
         api_key_header: frontend.api_keys.as_ref().map(|k| &k.header),
+        api_key_query: frontend.api_keys.as_ref().and_then(|k| k.query.as_deref()),
     };
     let upstream = forward::upstream_request(&forwarding, parts, upstream_path.as_deref(), body)?;
     let timeout = route.pool.request_timeout.unwrap_or(limits.request_timeout);

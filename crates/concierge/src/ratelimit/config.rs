@@ -317,7 +317,7 @@ impl RedisSettings {
 #[serde(deny_unknown_fields, default)]
 pub struct LocalSettings {
     /// Most keys held at once (all policies together); idle keys are evicted
-    /// first. Default 1,000,000 (about 36 MB, see `ratelimit::local`).
+    /// first. Default 1,000,000 (36 bytes a key, see `ratelimit::local`).
     pub max_keys: usize,
     /// How often idle keys are swept. Default 10s.
     pub sweep_interval: DurationStr,

@@ -2,8 +2,9 @@
 //!
 //! - [`Limiter`]: one compiled policy (GCRA, see [`gcra`]) with its key
 //!   rule ([`key`]) and its store: [`local::LocalStore`] for `scope: local`,
-//!   [`redis::RedisStore`] for `scope: cluster` (optionally batched, see
-//!   [`hybrid`]), falling back as `on_store_failure` says.
+//!   [`redis::RedisStore`] for `scope: cluster` (with refusals cached and,
+//!   optionally, tokens batched: see [`lease`]), falling back as
+//!   `on_store_failure` says.
 //! - [`Stores`]: the state every limiter shares. It outlives snapshots:
 //!   a reload passes the previous `Stores` to [`Stores::build`], which keeps
 //!   the local buckets and the Redis connection.
@@ -35,8 +36,8 @@ pub mod concurrency;
 pub mod config;
 pub mod gcra;
 pub mod headers;
-pub mod hybrid;
 pub mod key;
+pub mod lease;
 pub mod local;
 pub mod redis;
 mod shard_map;
@@ -52,8 +53,8 @@ pub use self::config::{
 };
 pub use self::gcra::Decision;
 pub use self::headers::{Advertised, RateLimitHeaders};
-pub use self::hybrid::LeaseStore;
 pub use self::key::{KeyRule, LimitKey, RequestKeys};
+pub use self::lease::LeaseStore;
 pub use self::local::LocalStore;
 pub use self::redis::{RedisStats, RedisStore, StoreError};
 
@@ -66,7 +67,8 @@ pub const MAX_WAIT_LIMIT: Duration = Duration::from_secs(60);
 #[derive(Clone)]
 pub struct Stores {
     pub local: Arc<LocalStore>,
-    /// Tokens leased from Redis by hybrid policies.
+    /// What cluster policies may decide without Redis: cached refusals,
+    /// tokens leased by hybrid policies.
     pub leases: Arc<LeaseStore>,
     /// Present when some policy has `scope: cluster`.
     pub redis: Option<Arc<RedisStore>>,
@@ -156,8 +158,9 @@ pub enum Source {
     Local,
     /// Redis (`scope: cluster`).
     Redis,
-    /// A token leased from Redis earlier (hybrid mode).
-    Lease,
+    /// Decided in this process from an earlier Redis answer: a leased
+    /// token (hybrid mode) or a refusal that cannot have changed.
+    Cached,
     /// Redis failed; the policy's `on_store_failure` decided.
     Fallback(StoreFailure),
 }
@@ -245,14 +248,14 @@ struct Cluster {
     /// `{key_prefix}{name}:{id}:`, to which the request's key is appended.
     key_prefix: String,
     on_failure: StoreFailure,
-    hybrid: Option<HybridLeases>,
+    leases: Arc<LeaseStore>,
+    hybrid: Option<Batch>,
 }
 
-struct HybridLeases {
-    batch: u32,
+struct Batch {
+    size: u32,
     /// How long leased tokens stay usable: `batch × T`.
     hold: u64,
-    leases: Arc<LeaseStore>,
 }
 
 impl Limiter {
@@ -320,10 +323,10 @@ impl Limiter {
                 redis: redis.clone(),
                 key_prefix: format!("{}{name}:{id:016x}:", redis.key_prefix()),
                 on_failure: policy.on_store_failure,
-                hybrid: policy.hybrid.map(|h| HybridLeases {
-                    batch: h.batch,
+                leases: stores.leases.clone(),
+                hybrid: policy.hybrid.map(|h| Batch {
+                    size: h.batch,
                     hold: gcra.emission_nanos().saturating_mul(u64::from(h.batch)),
-                    leases: stores.leases.clone(),
                 }),
             }),
             _ => None,
@@ -402,29 +405,32 @@ impl Limiter {
     }
 
     async fn check_cluster(&self, cluster: &Cluster, key: &LimitKey<'_>) -> Outcome {
-        let hybrid = cluster
-            .hybrid
-            .as_ref()
-            .map(|h| (h, self.local.key_hash(self.id, key)));
-        if let Some((h, hash)) = hybrid {
-            let now = self.local.now();
-            if let Some(decision) = h.leases.spend(hash, now, self.gcra.burst()) {
-                return Outcome::new(decision, Source::Lease);
-            }
+        let hash = self.local.key_hash(self.id, key);
+        if let Some(decision) = cluster
+            .leases
+            .decide(hash, self.local.now(), self.gcra.burst())
+        {
+            return Outcome::new(decision, Source::Cached);
         }
-        let want = hybrid.map_or(1, |(h, _)| h.batch);
+        let want = cluster.hybrid.as_ref().map_or(1, |b| b.size);
         let redis_key = format!("{}{}", cluster.key_prefix, key.redis_suffix());
         match cluster.redis.take(&redis_key, &self.gcra, want).await {
             Ok(mut take) => {
-                if let Some((h, hash)) = hybrid {
-                    let extra = take.granted.saturating_sub(1);
-                    if extra > 0 {
-                        let now = self.local.now();
-                        h.leases
-                            .deposit(hash, now, extra, h.batch - 1, h.hold, &take.decision);
-                        take.decision.remaining = take.decision.remaining.saturating_add(extra);
-                        take.decision.retry_after = Duration::ZERO;
-                    }
+                let now = self.local.now();
+                let extra = take.granted.saturating_sub(1);
+                if !take.decision.allowed {
+                    cluster.leases.block(hash, now, &take.decision);
+                } else if let (Some(batch), true) = (&cluster.hybrid, extra > 0) {
+                    cluster.leases.deposit(
+                        hash,
+                        now,
+                        extra,
+                        batch.size - 1,
+                        batch.hold,
+                        &take.decision,
+                    );
+                    take.decision.remaining = take.decision.remaining.saturating_add(extra);
+                    take.decision.retry_after = Duration::ZERO;
                 }
                 Outcome::new(take.decision, Source::Redis)
             }

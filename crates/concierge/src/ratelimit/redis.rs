@@ -108,6 +108,8 @@ pub struct RedisStore {
     /// When the last warning was logged (store clock, ns; 0 = never).
     last_warn: AtomicU64,
     counters: Counters,
+    /// Becomes true once connected with the script loaded.
+    warmed: tokio::sync::watch::Sender<bool>,
 }
 
 impl RedisStore {
@@ -142,6 +144,7 @@ impl RedisStore {
             open_until: AtomicU64::new(0),
             last_warn: AtomicU64::new(0),
             counters: Counters::default(),
+            warmed: tokio::sync::watch::Sender::new(false),
         });
         runtime.spawn(supervise(Arc::downgrade(&store)));
         Ok(store)
@@ -160,6 +163,18 @@ impl RedisStore {
     /// The key prefix from the settings.
     pub fn key_prefix(&self) -> &str {
         &self.settings.key_prefix
+    }
+
+    /// Waits, at most `within`, for the first connection (with the script
+    /// loaded). Start-up can call this so that the first requests do not
+    /// fall back while the connection is being made; false if Redis is not
+    /// there yet (the store keeps trying in the background).
+    pub async fn wait_connected(&self, within: Duration) -> bool {
+        let mut warmed = self.warmed.subscribe();
+        matches!(
+            tokio::time::timeout(within, warmed.wait_for(|ready| *ready)).await,
+            Ok(Ok(_))
+        )
     }
 
     /// Takes up to `want` units from the bucket `key`.
@@ -299,6 +314,7 @@ impl RedisStore {
     async fn warm_up(&self) -> Result<(), StoreError> {
         let mut connection = self.manager.clone();
         self.script.load_async(&mut connection).await?;
+        self.warmed.send_replace(true);
         Ok(())
     }
 }
@@ -322,7 +338,10 @@ async fn supervise(store: Weak<RedisStore>) {
             continue;
         }
         match store.probe().await {
-            Ok(()) => store.succeeded(),
+            Ok(()) => {
+                store.succeeded();
+                store.warmed.send_replace(true);
+            }
             Err(_) => {
                 // Keep the breaker open while the probe fails.
                 let until = store.now().saturating_add(nanos(OPEN_FOR));
