@@ -77,6 +77,9 @@ impl ReloadError {
     }
 }
 
+/// How long start-up waits for Redis before serving with fallbacks.
+const REDIS_START_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 struct ListenerHandle {
     stop: CancellationToken,
 }
@@ -96,8 +99,16 @@ impl Gateway {
     pub async fn new(source: ConfigSource) -> Result<Arc<Self>, ReloadError> {
         let config = source.load()?;
         let snapshot = snapshot::compile(source.path(), &config, None)?;
-        // Keys are fetched before any listener accepts traffic.
+        // Keys are fetched before any listener accepts traffic, and Redis
+        // gets a moment to connect so the first requests need no fallback.
         snapshot.verifier.load_keys().await;
+        if let Some(redis) = &snapshot.stores.redis {
+            if !redis.wait_connected(REDIS_START_WAIT).await {
+                tracing::warn!(
+                    "Redis is not reachable yet; cluster limits use their on_store_failure until it is"
+                );
+            }
+        }
         Ok(Arc::new(Self {
             source,
             snapshot: ArcSwap::from_pointee(snapshot),

@@ -16,8 +16,8 @@
 //! `batch − 1` unspent tokens (deposits are capped), so over any interval
 //! the requests admitted cluster-wide exceed the limit by at most
 //! **instances × (batch − 1)**. Leases expire after `batch × T` (the time
-//! the tokens stand for) and unspent tokens are lost, so an instance whose
-//! traffic stops undershoots rather than overshoots.
+//! the tokens stand for, at least a second) and unspent tokens are lost, so
+//! an instance whose traffic stops undershoots rather than overshoots.
 //!
 //! Round trips: with tokens to spare, one Redis call per `batch` requests
 //! per key instead of one per request; at the limit, batches shrink to

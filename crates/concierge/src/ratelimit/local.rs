@@ -23,9 +23,7 @@
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::gcra::{Gcra, Take};
 use super::key::LimitKey;
@@ -48,7 +46,6 @@ pub struct LocalStore {
     /// Keys the 64-bit key hashes, so clients cannot aim at one bucket.
     hasher: RandomState,
     epoch: Instant,
-    sweep_every_ms: AtomicU64,
 }
 
 impl LocalStore {
@@ -61,7 +58,6 @@ impl LocalStore {
             tats: ShardedMap::new(max_keys, shards),
             hasher: RandomState::new(),
             epoch: Instant::now(),
-            sweep_every_ms: AtomicU64::new(10_000),
         }
     }
 
@@ -102,12 +98,7 @@ impl LocalStore {
         self.tats.set_max_keys(max_keys);
     }
 
-    pub fn set_sweep_interval(&self, every: Duration) {
-        let ms = u64::try_from(every.as_millis()).unwrap_or(u64::MAX).max(10);
-        self.sweep_every_ms.store(ms, Ordering::Relaxed);
-    }
-
-    /// Drops idle keys; returns how many.
+    /// Drops idle keys; returns how many. `Stores` runs it on a timer.
     pub fn sweep(&self) -> usize {
         self.tats.sweep(self.now())
     }
@@ -129,32 +120,12 @@ impl LocalStore {
     pub fn evicted_live(&self) -> u64 {
         self.tats.evicted_live()
     }
-
-    /// Sweeps on a timer for as long as the store lives. Needs a Tokio
-    /// runtime; returns false (and sweeps only on demand) without one.
-    pub fn spawn_sweeper(self: &Arc<Self>) -> bool {
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return false;
-        };
-        let store = Arc::downgrade(self);
-        runtime.spawn(async move {
-            loop {
-                let every = match store.upgrade() {
-                    Some(s) => Duration::from_millis(s.sweep_every_ms.load(Ordering::Relaxed)),
-                    None => return,
-                };
-                tokio::time::sleep(every).await;
-                let Some(store) = store.upgrade() else { return };
-                let removed = store.sweep();
-                tracing::trace!(removed, kept = store.len(), "rate-limit keys swept");
-            }
-        });
-        true
-    }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::ratelimit::config::parse_rate;
 

@@ -254,9 +254,14 @@ struct Cluster {
 
 struct Batch {
     size: u32,
-    /// How long leased tokens stay usable: `batch × T`.
+    /// How long leased tokens stay usable: `batch × T`, at least a second.
     hold: u64,
 }
+
+/// Leased tokens live at least this long (ns), so that at high rates a
+/// batch is not lost to scheduling delays; the overshoot bound does not
+/// depend on it (an instance never holds more than `batch − 1` tokens).
+const LEASE_MIN_HOLD_NANOS: u64 = 1_000_000_000;
 
 impl Limiter {
     pub fn build(policy: &RateLimitPolicy, stores: &Stores) -> Result<Self, PolicyError> {
@@ -326,7 +331,10 @@ impl Limiter {
                 leases: stores.leases.clone(),
                 hybrid: policy.hybrid.map(|h| Batch {
                     size: h.batch,
-                    hold: gcra.emission_nanos().saturating_mul(u64::from(h.batch)),
+                    hold: gcra
+                        .emission_nanos()
+                        .saturating_mul(u64::from(h.batch))
+                        .max(LEASE_MIN_HOLD_NANOS),
                 }),
             }),
             _ => None,

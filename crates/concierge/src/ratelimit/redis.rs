@@ -261,8 +261,14 @@ impl RedisStore {
     }
 
     fn succeeded(&self) {
-        self.failures.store(0, Ordering::Relaxed);
-        if self.open_until.swap(0, Ordering::Relaxed) != 0 {
+        // Loads first: on the hot path these lines are only read, so the
+        // cores do not fight over them.
+        if self.failures.load(Ordering::Relaxed) != 0 {
+            self.failures.store(0, Ordering::Relaxed);
+        }
+        if self.open_until.load(Ordering::Relaxed) != 0
+            && self.open_until.swap(0, Ordering::Relaxed) != 0
+        {
             tracing::info!(redis = %self.address, "rate-limit store: redis answers again");
         }
     }

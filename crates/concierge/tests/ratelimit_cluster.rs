@@ -1,0 +1,502 @@
+//! Cluster rate limits through real gateway processes sharing a real Redis:
+//! three instances hold one limit within 2% over ten seconds; Redis killed
+//! mid-run with each `on_store_failure` mode doing what it says while the
+//! gateway keeps serving; Redis restarted on the same port and cluster
+//! limiting back on its own; hybrid mode within its documented overshoot.
+//!
+//! Each test starts its own `redis-server` on a spare loopback port so that
+//! it can kill and restart it (`scripts/test.sh` installs the package when
+//! missing; without it these tests fail, they never skip). The tests run
+//! one at a time: the accuracy run measures time and needs the CPU.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use serde_json::Value;
+use support::upstream::{Upstream, full};
+use support::{GatewayProcess, client, free_addr};
+
+/// One test at a time (see the module comment).
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// A `redis-server` child process on a loopback port of its own.
+struct RedisServer {
+    port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    fn start() -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("no free loopback port");
+        let mut server = Self {
+            port,
+            dir: tempfile::tempdir().expect("temp dir"),
+            child: None,
+        };
+        server.launch();
+        server
+    }
+
+    /// Starts (or restarts) the server on its port, empty.
+    fn launch(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start redis-server ({e}): these tests need it; \
+                     `apt-get install redis-server` (scripts/test.sh does this)"
+                )
+            });
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.command("PING").is_some_and(|r| r.starts_with("+PONG")) {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                panic!("redis-server exited with {status} on port {}", self.port);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not answer on port {}",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// One inline command; the whole reply (a bulk string read to its end).
+    fn command(&self, line: &str) -> Option<String> {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        stream.write_all(format!("{line}\r\n").as_bytes()).ok()?;
+        let mut reply = Vec::new();
+        let mut chunk = [0u8; 8192];
+        loop {
+            let n = stream.read(&mut chunk).ok()?;
+            if n == 0 {
+                break;
+            }
+            reply.extend_from_slice(&chunk[..n]);
+            let text = String::from_utf8_lossy(&reply);
+            let Some((head, body)) = text.split_once("\r\n") else {
+                continue;
+            };
+            let complete = match head.strip_prefix('$') {
+                Some(len) => len
+                    .parse::<usize>()
+                    .map_or(true, |len| body.len() >= len + 2),
+                None => true,
+            };
+            if complete {
+                break;
+            }
+        }
+        Some(String::from_utf8_lossy(&reply).into_owned())
+    }
+
+    /// Script calls Redis has served (`EVALSHA` and `EVAL`).
+    fn script_calls(&self) -> u64 {
+        let info = self.command("INFO commandstats").expect("INFO");
+        ["cmdstat_evalsha:calls=", "cmdstat_eval:calls="]
+            .iter()
+            .filter_map(|prefix| {
+                info.lines()
+                    .find_map(|l| l.strip_prefix(prefix))
+                    .and_then(|rest| rest.split(',').next())
+                    .and_then(|n| n.parse::<u64>().ok())
+            })
+            .sum()
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server: connections drop, new ones are refused.
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// An upstream that answers at once with a tiny body.
+async fn fast_upstream() -> Upstream {
+    Upstream::start(|_req: Request<Incoming>| async {
+        Response::builder()
+            .header("content-type", "text/plain")
+            .body(full("ok"))
+            .expect("response")
+    })
+    .await
+}
+
+/// Starts a gateway and waits until its Redis connection is up (the
+/// cluster store connects in the background and logs when it has).
+fn start_gateway(yaml: &str, listen: SocketAddr) -> GatewayProcess {
+    let gw = GatewayProcess::start(yaml, &[listen]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !gw.log_text().contains("rate-limit store connected") {
+        assert!(
+            Instant::now() < deadline,
+            "the gateway never connected to redis:\n{}",
+            gw.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    gw
+}
+
+/// `rate_limit:` settings for `redis`. The per-call timeout is generous:
+/// these tests are about what the shared bucket decides, and a machine
+/// busy building must not push decisions to the fallback (the timeout
+/// itself is tested against the store in `ratelimit_redis.rs`).
+fn redis_settings(redis: &RedisServer) -> String {
+    format!(
+        "rate_limit:\n  redis: {{ url: \"{}\", timeout: 250ms, key_prefix: \"it:\" }}",
+        redis.url()
+    )
+}
+
+/// What a shared-limit run saw.
+struct Run {
+    allowed: usize,
+    refused: usize,
+    /// From the first request sent to the last answer received.
+    elapsed: Duration,
+    /// Script calls Redis served during the run.
+    redis_calls: u64,
+}
+
+/// Three gateways share `policy` (on service `payment`); each is driven by
+/// two clients sending a request every 10ms (about 600/s in all) for `run_for`.
+async fn shared_limit_run(policy: &str, run_for: Duration) -> Run {
+    let redis = RedisServer::start();
+    let upstream = fast_upstream().await;
+    let mut gateways = Vec::new();
+    for _ in 0..3 {
+        let listen = free_addr();
+        let yaml = format!(
+            r#"
+server:
+  watch_config: false
+{settings}
+frontends:
+  - name: edge
+    listen: {listen}
+    routes:
+      - match: {{ path_prefix: / }}
+        service: payment
+services:
+  payment:
+    targets: ["{up}"]
+    rate_limits: [{policy}]
+"#,
+            settings = redis_settings(&redis),
+            up = upstream.addr
+        );
+        gateways.push((start_gateway(&yaml, listen), listen));
+    }
+    let calls_before = redis.script_calls();
+
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for (_, listen) in &gateways {
+        for _ in 0..2 {
+            let listen = *listen;
+            workers.push(tokio::spawn(async move {
+                let client = client();
+                let url = format!("http://{listen}/pay");
+                let mut tick = tokio::time::interval(Duration::from_millis(10));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                let (mut allowed, mut refused, mut last) = (0, 0, started);
+                let mut hist = vec![0u32; 25];
+                while started.elapsed() < run_for {
+                    tick.tick().await;
+                    let response = client.get(&url).send().await.expect("request");
+                    let status = response.status();
+                    response.bytes().await.expect("body");
+                    last = Instant::now();
+                    match status.as_u16() {
+                        200 => {
+                            allowed += 1;
+                            hist[(last - started).as_millis() as usize / 500] += 1;
+                        }
+                        429 => refused += 1,
+                        other => panic!("unexpected status {other}"),
+                    }
+                }
+                eprintln!("HIST {hist:?}");
+                (allowed, refused, last)
+            }));
+        }
+    }
+    let mut run = Run {
+        allowed: 0,
+        refused: 0,
+        elapsed: Duration::ZERO,
+        redis_calls: 0,
+    };
+    for worker in workers {
+        let (allowed, refused, last) = worker.await.expect("worker");
+        run.allowed += allowed;
+        run.refused += refused;
+        run.elapsed = run.elapsed.max(last - started);
+    }
+    run.redis_calls = redis.script_calls() - calls_before;
+    for (gw, _) in &gateways {
+        let log = gw.log_text();
+        assert!(
+            !log.contains("redis is failing"),
+            "every decision must come from redis:\n{log}"
+        );
+    }
+    run
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_gateways_share_one_limit_within_two_percent() {
+    let _serial = SERIAL.lock().await;
+    let burst = 20.0;
+    let run = shared_limit_run(
+        "{ name: payment-global, rate: 100/s, burst: 20, key: service, scope: cluster }",
+        Duration::from_secs(10),
+    )
+    .await;
+    // GCRA: the burst at once, then one every 10ms.
+    let nominal = 100.0 * 10.0 + burst;
+    let measured = 100.0 * run.elapsed.as_secs_f64() + burst;
+    let allowed = run.allowed as f64;
+    eprintln!(
+        "3 gateways, 100/s burst 20, {:?}: allowed {} ({:+.2}% of {nominal}, {:+.2}% of \
+         {measured:.1} for the measured span), refused {}, {} redis script calls",
+        run.elapsed,
+        run.allowed,
+        (allowed - nominal) / nominal * 100.0,
+        (allowed - measured) / measured * 100.0,
+        run.refused,
+        run.redis_calls
+    );
+    assert!(
+        run.refused > run.allowed,
+        "the offered load must exceed the limit"
+    );
+    assert!(
+        (allowed - nominal).abs() <= 0.02 * nominal,
+        "allowed {allowed}, want {nominal} ± 2%"
+    );
+    assert!(
+        (allowed - measured).abs() <= 0.02 * measured,
+        "allowed {allowed}, want {measured:.1} ± 2%"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hybrid_mode_stays_within_its_overshoot_bound() {
+    let _serial = SERIAL.lock().await;
+    let run = shared_limit_run(
+        "{ name: payment-hybrid, rate: 100/s, burst: 20, key: service, scope: cluster, hybrid: { batch: 10 } }",
+        Duration::from_secs(5),
+    )
+    .await;
+    // The documented bound: at most instances × (batch − 1) over the limit
+    // of the whole span (the span runs to the last answer, so it is never
+    // shorter than what Redis saw).
+    let expected = 100.0 * run.elapsed.as_secs_f64() + 20.0;
+    let bound = expected + 3.0 * 9.0;
+    let allowed = run.allowed as f64;
+    eprintln!(
+        "hybrid batch 10, 3 gateways, 100/s burst 20, {:?}: allowed {} (limit {expected:.1}, \
+         bound {bound:.1}), refused {}, {} redis script calls",
+        run.elapsed, run.allowed, run.refused, run.redis_calls
+    );
+    assert!(allowed <= bound, "allowed {allowed} > bound {bound:.1}");
+    assert!(
+        allowed >= expected * 0.98,
+        "allowed {allowed}, limit {expected:.1}"
+    );
+}
+
+/// `GET path` on `listen` as client `ip`.
+async fn get_as(listen: SocketAddr, path: &str, ip: &str) -> reqwest::Response {
+    client()
+        .get(format!("http://{listen}{path}"))
+        .header("x-forwarded-for", ip)
+        .send()
+        .await
+        .expect("request")
+}
+
+/// Statuses of `n` requests to `path`, sent alternately to each gateway.
+async fn statuses(gateways: &[SocketAddr], path: &str, ip: &str, n: usize) -> Vec<u16> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        let listen = gateways[i % gateways.len()];
+        out.push(get_as(listen, path, ip).await.status().as_u16());
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_each_failure_mode_then_automatic_recovery() {
+    let _serial = SERIAL.lock().await;
+    let mut redis = RedisServer::start();
+    let upstream = fast_upstream().await;
+    let (l1, l2) = (free_addr(), free_addr());
+    let config = |listen: SocketAddr| {
+        let policy = |mode: &str| {
+            format!(
+                "[{{ name: rl-{mode}, rate: 1/min, burst: 3, key: ip, scope: cluster, on_store_failure: {mode} }}]"
+            )
+        };
+        format!(
+            r#"
+server:
+  watch_config: false
+{settings}
+frontends:
+  - name: edge
+    listen: {listen}
+    client_address: {{ trusted_proxies: [127.0.0.0/8] }}
+    routes:
+      - match: {{ path: /local }}
+        rate_limits: {local}
+        service: api
+      - match: {{ path: /allow }}
+        rate_limits: {allow}
+        service: api
+      - match: {{ path: /deny }}
+        rate_limits: {deny}
+        service: api
+      - match: {{ path: /plain }}
+        service: api
+services:
+  api: {{ targets: ["{up}"] }}
+"#,
+            settings = redis_settings(&redis),
+            local = policy("local"),
+            allow = policy("allow"),
+            deny = policy("deny"),
+            up = upstream.addr,
+        )
+    };
+    let g1 = start_gateway(&config(l1), l1);
+    let g2 = start_gateway(&config(l2), l2);
+    let both = [l1, l2];
+
+    // Redis up: each policy is one bucket for both gateways.
+    for path in ["/local", "/allow", "/deny"] {
+        assert_eq!(
+            statuses(&both, path, "198.51.100.1", 5).await,
+            [200, 200, 200, 429, 429],
+            "{path} shared through redis"
+        );
+    }
+
+    // Redis killed mid-run. A new client, so no refusal cached before counts.
+    redis.stop();
+    let client_ip = "198.51.100.2";
+    let started = Instant::now();
+    // local: each instance limits on its own, with the policy's burst.
+    for listen in both {
+        assert_eq!(
+            statuses(&[listen], "/local", client_ip, 5).await,
+            [200, 200, 200, 429, 429],
+            "/local on {listen} with redis down"
+        );
+    }
+    // allow: everything passes, without rate-limit fields (no numbers to tell).
+    for listen in both {
+        for _ in 0..6 {
+            let response = get_as(listen, "/allow", client_ip).await;
+            assert_eq!(response.status(), 200, "/allow on {listen}");
+            assert!(response.headers().get("ratelimit").is_none());
+            assert!(response.headers().get("x-ratelimit-remaining").is_none());
+        }
+    }
+    // deny: 429, retry once the circuit breaker may have closed (1s).
+    for listen in both {
+        for _ in 0..3 {
+            let response = get_as(listen, "/deny", client_ip).await;
+            assert_eq!(response.status(), 429, "/deny on {listen}");
+            let headers = response.headers().clone();
+            assert_eq!(headers["retry-after"], "1");
+            assert_eq!(headers["ratelimit"], r#""rl-deny";r=0;t=1"#);
+            assert_eq!(headers["content-type"], "application/problem+json");
+            let body: Value = response.json().await.expect("problem JSON");
+            assert_eq!(body["detail"], "rate limit exceeded (rl-deny)");
+        }
+    }
+    // Routes without cluster limits are served as ever.
+    for listen in both {
+        assert_eq!(get_as(listen, "/plain", client_ip).await.status(), 200);
+    }
+    let outage_checks = started.elapsed();
+    for gw in [&g1, &g2] {
+        let log = gw.log_text();
+        assert!(
+            log.contains("rate-limit store: redis is failing"),
+            "the outage is logged:\n{log}"
+        );
+    }
+
+    // Redis back on the same port (empty): a deny policy admits again as
+    // soon as the gateway uses Redis again.
+    redis.launch();
+    let restarted = Instant::now();
+    for (n, listen) in both.into_iter().enumerate() {
+        let mut attempt = 0;
+        loop {
+            // A fresh client each time: no cached refusal.
+            let ip = format!("203.0.{n}.{attempt}");
+            if get_as(listen, "/deny", &ip).await.status() == 200 {
+                break;
+            }
+            assert!(
+                restarted.elapsed() < Duration::from_secs(5),
+                "{listen} still not limiting through redis 5s after it came back"
+            );
+            attempt += 1;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let recovered = restarted.elapsed();
+    // Cluster limiting again: one bucket for both gateways.
+    assert_eq!(
+        statuses(&both, "/local", "198.51.100.3", 5).await,
+        [200, 200, 200, 429, 429],
+        "/local shared through redis after the restart"
+    );
+    for gw in [&g1, &g2] {
+        let log = gw.log_text();
+        assert!(
+            log.contains("rate-limit store: redis answers again"),
+            "the recovery is logged:\n{log}"
+        );
+    }
+    eprintln!(
+        "redis outage: every mode checked in {outage_checks:?}; \
+         both gateways back on redis {recovered:?} after the restart"
+    );
+}
