@@ -207,7 +207,7 @@ pub enum Scope {
     Cluster,
 }
 
-/// What a cluster policy does while Redis is failing or slower than `rate_limits.redis.timeout`.
+/// What a cluster policy does while Redis is failing or slower than `rate_limit.redis.timeout`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum StoreFailure {

@@ -3,7 +3,7 @@
 //! A key whose TAT has passed holds no state (a fresh key behaves the same),
 //! so idle keys are simply dropped: by a sweep on a timer, and by any new key
 //! that finds its shard full. The number of keys is bounded by
-//! `rate_limits.local.max_keys` (see `super::shard_map` for the exact
+//! `rate_limit.local.max_keys` (see `super::shard_map` for the exact
 //! bound and what happens beyond it).
 //!
 //! Memory (`cargo run --release -p concierge --example ratelimit_memory`,
