@@ -5,7 +5,7 @@
 //!   reconnects by itself; never a connection per request.
 //! - One script call per decision (`EVALSHA`, reloaded on `NOSCRIPT`),
 //!   atomic, on Redis's clock; keys carry a TTL and vanish once idle.
-//! - Every call is bounded by `rate_limits.redis.timeout`; any failure is
+//! - Every call is bounded by `rate_limit.redis.timeout`; any failure is
 //!   returned as a [`StoreError`] and the policy's `on_store_failure` decides.
 //! - A circuit breaker: after [`TRIP_AFTER`] failures in a row, calls fail
 //!   at once (no request waits for a dead Redis) and a background probe pings
