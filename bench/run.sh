@@ -52,7 +52,7 @@ CONCIERGE_LOG="${CONCIERGE_LOG:-info}"
 SKIP_INSTALL="${SKIP_INSTALL:-0}"
 SKIP_BUILD="${SKIP_BUILD:-0}"
 READY_TIMEOUT="${READY_TIMEOUT:-30}"
-RATELIMIT="${RATELIMIT:-0}"
+RATELIMIT="${RATELIMIT:-1}"
 CARGO_TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 # An explicitly given binary is used as is and not built.
 BACKEND_BIN_OVERRIDE="${BACKEND_BIN:-}"
@@ -96,6 +96,7 @@ EOF
         cat <<EOF
 concierge-ratelimit-local    http://$CONCIERGE_ADDR/rl-local/x    concierge
 concierge-ratelimit-cluster  http://$CONCIERGE_ADDR/rl-cluster/x  concierge
+concierge-ratelimit-hybrid   http://$CONCIERGE_ADDR/rl-hybrid/x   concierge
 EOF
     fi
     cat <<EOF
@@ -276,6 +277,7 @@ check_concierge_routes() {
     if [[ "$RATELIMIT" == 1 ]]; then
         expect_status "rate-limited route (first request)" 200 "http://$CONCIERGE_ADDR/rl-local/x"
         expect_status "rate-limited route (first request)" 200 "http://$CONCIERGE_ADDR/rl-cluster/x"
+        expect_status "rate-limited route (first request)" 200 "http://$CONCIERGE_ADDR/rl-hybrid/x"
     fi
     log "concierge routes check out: tokens 200, no/bogus token 401"
 }
@@ -285,7 +287,10 @@ check_concierge_routes() {
 # ---------------------------------------------------------------------------
 write_concierge_config() {
     {
+        # The cluster limiters use the machine's Redis (REDIS_URL).
         cat <<EOF
+rate_limit:
+  redis: { url: "${REDIS_URL:-redis://127.0.0.1:6379}", timeout: 50ms, key_prefix: "concierge-bench:" }
 identity_providers:
   bench:
     issuer: https://bench.concierge
@@ -301,17 +306,21 @@ frontends:
         service: backend
 EOF
         # ---- RATELIMIT block: routes of the concierge-ratelimit-* targets ----
-        # Emitted only with RATELIMIT=1. The rate_limits syntax is not final:
-        # replace the commented placeholders with the real policy (and add
-        # any top-level section it needs, e.g. a Redis store for the cluster
-        # limiter, above `frontends:`).
+        # Per-IP limits set far above what the load can reach, so every
+        # request pays for a decision and none is refused.
         if [[ "$RATELIMIT" == 1 ]]; then
             cat <<EOF
       - match: { path_prefix: /rl-local }
-        # rate_limits: ...   # TODO: local (in-process) limiter
+        rate_limits:
+          - { name: bench-local, rate: 100000000/s, burst: 1000000, key: ip }
         service: backend
       - match: { path_prefix: /rl-cluster }
-        # rate_limits: ...   # TODO: cluster-wide (shared store) limiter
+        rate_limits:
+          - { name: bench-cluster, rate: 100000000/s, burst: 1000000, key: ip, scope: cluster }
+        service: backend
+      - match: { path_prefix: /rl-hybrid }
+        rate_limits:
+          - { name: bench-hybrid, rate: 100000000/s, burst: 1000000, key: ip, scope: cluster, hybrid: { batch: 100 } }
         service: backend
 EOF
         fi

@@ -218,40 +218,68 @@ services:
         );
         gateways.push((start_gateway(&yaml, listen), listen));
     }
-    let calls_before = redis.script_calls();
-
-    let started = Instant::now();
+    // Every client first opens its connection (and each gateway its
+    // upstream connection), so that the run is ten seconds of contention,
+    // not of connecting; then the bucket refills (its 20 tokens owe 200ms)
+    // and all clients start together.
+    let clients = 2 * gateways.len();
+    let warmed = std::sync::Arc::new(tokio::sync::Barrier::new(clients + 1));
+    let (go, start) = tokio::sync::watch::channel(None::<Instant>);
     let mut workers = Vec::new();
     for (_, listen) in &gateways {
         for _ in 0..2 {
-            let listen = *listen;
+            let (listen, warmed, mut start) = (*listen, warmed.clone(), start.clone());
             workers.push(tokio::spawn(async move {
                 let client = client();
                 let url = format!("http://{listen}/pay");
+                for _ in 0..3 {
+                    let response = client.get(&url).send().await.expect("warm-up");
+                    response.bytes().await.expect("warm-up body");
+                }
+                warmed.wait().await;
+                let started = start
+                    .wait_for(Option::is_some)
+                    .await
+                    .expect("start")
+                    .expect("an instant");
                 let mut tick = tokio::time::interval(Duration::from_millis(10));
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 let (mut allowed, mut refused, mut last) = (0, 0, started);
-                let mut hist = vec![0u32; 25];
+                let mut times = Vec::new();
                 while started.elapsed() < run_for {
                     tick.tick().await;
+                    let sent = Instant::now();
                     let response = client.get(&url).send().await.expect("request");
                     let status = response.status();
                     response.bytes().await.expect("body");
                     last = Instant::now();
+                    if status == 200 {
+                        times.push((
+                            (sent - started).as_micros() as i64,
+                            (last - started).as_micros() as i64,
+                        ));
+                    }
                     match status.as_u16() {
-                        200 => {
-                            allowed += 1;
-                            hist[(last - started).as_millis() as usize / 500] += 1;
-                        }
+                        200 => allowed += 1,
                         429 => refused += 1,
                         other => panic!("unexpected status {other}"),
                     }
                 }
-                eprintln!("HIST {hist:?}");
+                let text: Vec<String> = times.iter().map(|(a, b)| format!("{a} {b}")).collect();
+                std::fs::write(
+                    format!("/tmp/rl_times_{}_{}", listen.port(), rand_suffix()),
+                    text.join("\n"),
+                )
+                .unwrap();
                 (allowed, refused, last)
             }));
         }
     }
+    warmed.wait().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let calls_before = redis.script_calls();
+    let started = Instant::now();
+    go.send_replace(Some(started));
     let mut run = Run {
         allowed: 0,
         refused: 0,
@@ -499,4 +527,11 @@ services:
         "redis outage: every mode checked in {outage_checks:?}; \
          both gateways back on redis {recovered:?} after the restart"
     );
+}
+
+fn rand_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
 }

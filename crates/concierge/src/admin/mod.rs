@@ -1,5 +1,7 @@
 //! The admin API, on its own listener (keep it on loopback):
-//! `GET /healthz`, `GET /config`, `POST /reload`.
+//! `GET /healthz`, `GET /config`, `GET /metrics`, `POST /reload`.
+
+mod metrics;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -49,6 +51,22 @@ async fn route(gateway: Arc<Gateway>, request: Request<Incoming>) -> Response<Bo
     match (request.method(), request.uri().path()) {
         (&Method::GET, "/healthz") => json_response(StatusCode::OK, json!({"status": "ok"})),
         (&Method::GET, "/config") => json_response(StatusCode::OK, describe(&gateway)),
+        (&Method::GET, "/metrics") => match metrics::render(gateway.snapshot()) {
+            Ok(text) => {
+                let mut response = Response::new(full(text));
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    header::HeaderValue::from_static(
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    ),
+                );
+                response
+            }
+            Err(_) => json_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                json!({"error": "cannot encode metrics"}),
+            ),
+        },
         (&Method::POST, "/reload") => match gateway.reload().await {
             Ok(generation) => json_response(
                 StatusCode::OK,
@@ -62,7 +80,7 @@ async fn route(gateway: Arc<Gateway>, request: Request<Incoming>) -> Response<Bo
                 )
             }
         },
-        (_, "/healthz" | "/config" | "/reload") => json_response(
+        (_, "/healthz" | "/config" | "/metrics" | "/reload") => json_response(
             StatusCode::METHOD_NOT_ALLOWED,
             json!({"error": "method not allowed"}),
         ),
