@@ -53,6 +53,9 @@ SKIP_INSTALL="${SKIP_INSTALL:-0}"
 SKIP_BUILD="${SKIP_BUILD:-0}"
 READY_TIMEOUT="${READY_TIMEOUT:-30}"
 RATELIMIT="${RATELIMIT:-1}"
+# One worker, like nginx's worker_processes 1 and haproxy's nbthread 1: every
+# server gets the same single core.
+CONCIERGE_WORKERS="${CONCIERGE_WORKERS:-1}"
 CARGO_TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 # An explicitly given binary is used as is and not built.
 BACKEND_BIN_OVERRIDE="${BACKEND_BIN:-}"
@@ -439,7 +442,7 @@ start_servers() {
         prepare_auth
         write_concierge_config
         start_server concierge "$CONCIERGE_ADDR" "http://$CONCIERGE_ADDR/" \
-            env CONCIERGE_LOG="$CONCIERGE_LOG" "$CONCIERGE_BIN" run --config "$OUT/concierge.yaml"
+            env CONCIERGE_LOG="$CONCIERGE_LOG" CONCIERGE_WORKERS="$CONCIERGE_WORKERS" "$CONCIERGE_BIN" run --config "$OUT/concierge.yaml"
         check_concierge_routes
     fi
     if needs nginx; then

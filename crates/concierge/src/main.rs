@@ -19,6 +19,11 @@ struct Cli {
     /// Log as JSON lines instead of text.
     #[arg(long, global = true)]
     log_json: bool,
+    /// Worker threads serving requests; default one per CPU this process may
+    /// use. With 1, a single-threaded scheduler is used, which is cheaper per
+    /// request when the gateway is pinned to one core.
+    #[arg(long, global = true, env = "CONCIERGE_WORKERS")]
+    workers: Option<usize>,
     #[command(subcommand)]
     command: Command,
 }
@@ -61,8 +66,10 @@ fn main() -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        Command::Run { config } => block_on(concierge::run::run(ConfigSource::file(config))),
-        Command::Demo(args) => block_on(concierge::demo::run(args)),
+        Command::Run { config } => {
+            block_on(cli.workers, concierge::run::run(ConfigSource::file(config)))
+        }
+        Command::Demo(args) => block_on(cli.workers, concierge::demo::run(args)),
         Command::HashKey { key } => {
             let digest = concierge::auth::apikey::digest(key.as_bytes());
             println!("{}", concierge::auth::apikey::to_hex(&digest));
@@ -110,11 +117,20 @@ fn validate(file: &std::path::Path) -> ExitCode {
     }
 }
 
-fn block_on(future: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+fn block_on(
+    workers: Option<usize>,
+    future: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> ExitCode {
+    let mut builder = match workers {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n.max(1));
+            b
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(error) => {
             eprintln!("error: cannot start the async runtime: {error}");
