@@ -39,6 +39,8 @@ struct Reply {
     body: String,
     /// From sending the request to the end of the body.
     elapsed: Duration,
+    /// When the body had been read.
+    done: Instant,
 }
 
 impl Reply {
@@ -49,6 +51,42 @@ impl Reply {
     /// The six rate-limit fields, `None` where absent.
     fn limits(&self) -> [Option<String>; 6] {
         FIELDS.map(|name| self.header(name).map(str::to_string))
+    }
+
+    /// Asserts the rate-limit fields: exactly `want`, except that the
+    /// time-valued ones (each `t`, `X-RateLimit-Reset`, `Retry-After`) may
+    /// have counted down by the whole seconds gone by since `since`, the
+    /// bucket's first request (none, unless the machine is very busy).
+    fn assert_limits(&self, want: &[Option<String>; 6], since: Instant, case: &str) {
+        let got = self.limits();
+        let slack = since.elapsed().as_secs();
+        let matches = got
+            .iter()
+            .zip(want)
+            .enumerate()
+            .all(|(i, pair)| match pair {
+                (Some(got), Some(want)) => match i {
+                    1 => ratelimit_matches(got, want, slack),
+                    4 | 5 => counts_down(got, want, slack),
+                    _ => got == want,
+                },
+                (None, None) => true,
+                _ => false,
+            });
+        assert!(
+            matches,
+            "{case}:\n got  {got:?}\n want {want:?} (times less at most {slack}s)"
+        );
+    }
+
+    /// Asserts the `RateLimit` field alone, like [`Self::assert_limits`].
+    fn assert_ratelimit(&self, want: &str, since: Instant, case: &str) {
+        let got = self.header("ratelimit").unwrap_or_default();
+        let slack = since.elapsed().as_secs();
+        assert!(
+            ratelimit_matches(got, want, slack),
+            "{case}: RateLimit {got:?}, want {want:?} (times less at most {slack}s)"
+        );
     }
 
     /// Asserts a 429 problem+json naming `violated` and returns the body.
@@ -86,6 +124,7 @@ async fn get(listen: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Reply 
         headers,
         body,
         elapsed: started.elapsed(),
+        done: Instant::now(),
     }
 }
 
@@ -112,6 +151,29 @@ fn fields(
         Some(reset.to_string()),
         retry_after.map(|s| s.to_string()),
     ]
+}
+
+/// Seconds counting down from `want`, at most `slack` of them gone.
+fn counts_down(got: &str, want: &str, slack: u64) -> bool {
+    match (got.parse::<u64>(), want.parse::<u64>()) {
+        (Ok(got), Ok(want)) => got <= want && got + slack >= want,
+        _ => false,
+    }
+}
+
+/// Two `RateLimit` lists: the same items, each `t` counting down.
+fn ratelimit_matches(got: &str, want: &str, slack: u64) -> bool {
+    let got: Vec<&str> = got.split(", ").collect();
+    let want: Vec<&str> = want.split(", ").collect();
+    got.len() == want.len()
+        && got.iter().zip(&want).all(|(got, want)| {
+            match (got.split_once(";t="), want.split_once(";t=")) {
+                (Some((got, got_t)), Some((want, want_t))) => {
+                    got == want && counts_down(got_t, want_t, slack)
+                }
+                _ => false,
+            }
+        })
 }
 
 const NONE: [Option<String>; 6] = [None, None, None, None, None, None];
@@ -159,22 +221,23 @@ async fn a_local_limit_allows_exactly_its_burst_with_exact_fields() {
     // 1/min, burst 5: five pass at once, each taking one token and owing a
     // minute more (t and X-RateLimit-Reset: until the bucket is full again).
     let policy = r#""exact";q=1;w=60;concierge-burst=5"#;
+    let first = Instant::now();
     for i in 1..=5u32 {
         let reply = get(listen, "/exact", &[]).await;
         assert_eq!(reply.status, 200, "request {i}: {}", reply.body);
         let left = 5 - i;
         let reset = 60 * u64::from(i);
-        assert_eq!(
-            reply.limits(),
-            fields(
+        reply.assert_limits(
+            &fields(
                 policy,
                 &format!(r#""exact";r={left};t={reset}"#),
                 5,
                 left,
                 reset,
-                None
+                None,
             ),
-            "request {i}"
+            first,
+            &format!("request {i}"),
         );
     }
     // Then nothing until the next token, a minute (one emission interval) away.
@@ -182,10 +245,10 @@ async fn a_local_limit_allows_exactly_its_burst_with_exact_fields() {
         let reply = get(listen, "/exact", &[]).await;
         let body = reply.assert_too_many("exact", &format!("request {i}"));
         assert_eq!(body["instance"], "/exact");
-        assert_eq!(
-            reply.limits(),
-            fields(policy, r#""exact";r=0;t=60"#, 5, 0, 300, Some(60)),
-            "request {i}"
+        reply.assert_limits(
+            &fields(policy, r#""exact";r=0;t=60"#, 5, 0, 300, Some(60)),
+            first,
+            &format!("request {i}"),
         );
     }
     assert_eq!(
@@ -195,6 +258,7 @@ async fn a_local_limit_allows_exactly_its_burst_with_exact_fields() {
     );
 
     // `headers: false`: nothing on allowed responses, everything on the 429.
+    let first = Instant::now();
     for i in 1..=2 {
         let reply = get(listen, "/quiet", &[]).await;
         assert_eq!(reply.status, 200, "quiet {i}");
@@ -202,31 +266,36 @@ async fn a_local_limit_allows_exactly_its_burst_with_exact_fields() {
     }
     let reply = get(listen, "/quiet", &[]).await;
     reply.assert_too_many("quiet", "quiet 3");
-    assert_eq!(
-        reply.limits(),
-        fields(
+    reply.assert_limits(
+        &fields(
             r#""quiet";q=1;w=60;concierge-burst=2"#,
             r#""quiet";r=0;t=60"#,
             2,
             0,
             120,
-            Some(60)
-        )
+            Some(60),
+        ),
+        first,
+        "quiet 3",
     );
 
     // A burst equal to the quota is not repeated as `concierge-burst`.
+    let first = Instant::now();
     let reply = get(listen, "/even", &[]).await;
     assert_eq!(reply.status, 200);
-    assert_eq!(
-        reply.limits(),
-        fields(r#""even";q=3;w=60"#, r#""even";r=2;t=20"#, 3, 2, 20, None)
+    reply.assert_limits(
+        &fields(r#""even";q=3;w=60"#, r#""even";r=2;t=20"#, 3, 2, 20, None),
+        first,
+        "even",
     );
     // Per second, default burst (the rate per second): `w=1`, t rounded up.
+    let first = Instant::now();
     let reply = get(listen, "/fast", &[]).await;
     assert_eq!(reply.status, 200);
-    assert_eq!(
-        reply.limits(),
-        fields(r#""fast";q=10;w=1"#, r#""fast";r=9;t=1"#, 10, 9, 1, None)
+    reply.assert_limits(
+        &fields(r#""fast";q=10;w=1"#, r#""fast";r=9;t=1"#, 10, 9, 1, None),
+        first,
+        "fast",
     );
 }
 
@@ -252,6 +321,7 @@ async fn frontend_route_and_service_policies_all_apply() {
     let all = r#""fe";q=1;w=60;concierge-burst=10, "rt";q=1;w=60;concierge-burst=3, "svc";q=1;w=60;concierge-burst=100"#;
     // One item per policy, in order (frontend, route, service); the X- fields
     // describe the tightest (fewest remaining): the route's.
+    let first = Instant::now();
     for i in 1..=3u32 {
         let reply = get(listen, "/tight", &[]).await;
         assert_eq!(reply.status, 200, "tight {i}");
@@ -262,40 +332,42 @@ async fn frontend_route_and_service_policies_all_apply() {
             3 - i,
             100 - i
         );
-        assert_eq!(
-            reply.limits(),
-            fields(all, &ratelimit, 3, 3 - i, u64::from(t), None),
-            "tight {i}"
+        reply.assert_limits(
+            &fields(all, &ratelimit, 3, 3 - i, u64::from(t), None),
+            first,
+            &format!("tight {i}"),
         );
     }
     // The route's policy refuses; the frontend's token is spent already (no
     // refunds) and the service's policy is never consulted.
     let reply = get(listen, "/tight", &[]).await;
     reply.assert_too_many("rt", "tight 4");
-    assert_eq!(
-        reply.limits(),
-        fields(
+    reply.assert_limits(
+        &fields(
             r#""fe";q=1;w=60;concierge-burst=10, "rt";q=1;w=60;concierge-burst=3"#,
             r#""fe";r=6;t=240, "rt";r=0;t=60"#,
             3,
             0,
             180,
-            Some(60)
-        )
+            Some(60),
+        ),
+        first,
+        "tight 4",
     );
     // Another route shares the frontend's and the service's buckets.
     let reply = get(listen, "/loose", &[]).await;
     assert_eq!(reply.status, 200);
-    assert_eq!(
-        reply.limits(),
-        fields(
+    reply.assert_limits(
+        &fields(
             r#""fe";q=1;w=60;concierge-burst=10, "svc";q=1;w=60;concierge-burst=100"#,
             r#""fe";r=5;t=300, "svc";r=96;t=240"#,
             10,
             5,
             300,
-            None
-        )
+            None,
+        ),
+        first,
+        "loose",
     );
 }
 
@@ -524,16 +596,19 @@ async fn route_and_service_keys() {
     expect("/b", "10.0.0.1", 429, "b 3").await;
     // service: /c and /d (each also with its own per-route budget of 2)
     // share the service's three.
+    let first = Instant::now();
     let reply = expect("/c", "10.0.0.1", 200, "c 1").await;
-    assert_eq!(
-        reply.header("ratelimit").unwrap(),
-        r#""per-route";r=1;t=60, "per-service";r=2;t=60"#
+    reply.assert_ratelimit(
+        r#""per-route";r=1;t=60, "per-service";r=2;t=60"#,
+        first,
+        "c 1",
     );
     expect("/d", "10.0.0.2", 200, "d 1").await;
     let reply = expect("/d", "10.0.0.3", 200, "d 2").await;
-    assert_eq!(
-        reply.header("ratelimit").unwrap(),
-        r#""per-route";r=0;t=120, "per-service";r=0;t=180"#
+    reply.assert_ratelimit(
+        r#""per-route";r=0;t=120, "per-service";r=0;t=180"#,
+        first,
+        "d 2",
     );
     let reply = expect("/c", "10.0.0.4", 429, "c 2").await;
     reply.assert_too_many("per-service", "c 2");
@@ -551,19 +626,28 @@ async fn retry_after_is_exactly_when_the_next_request_passes() {
     let services = format!("  api: {{ targets: [\"{}\"] }}", upstream.addr);
     let _gw = GatewayProcess::start(&one_frontend(listen, "", routes, &services), &[listen]);
 
+    let first = Instant::now();
     assert_eq!(get(listen, "/slow", &[]).await.status, 200);
     let refused = get(listen, "/slow", &[]).await;
     refused.assert_too_many("every-2s", "second request");
-    assert_eq!(refused.header("retry-after"), Some("2"));
-    assert_eq!(refused.header("ratelimit"), Some(r#""every-2s";r=0;t=2"#));
-    let retry = Duration::from_secs(2);
+    // The token comes 2s after the first request (1s less if the machine
+    // took a second to send the two).
+    let slack = first.elapsed().as_secs();
+    let retry_after = refused.header("retry-after").unwrap_or_default();
+    assert!(
+        counts_down(retry_after, "2", slack),
+        "Retry-After {retry_after}"
+    );
+    refused.assert_ratelimit(r#""every-2s";r=0;t=2"#, first, "second request");
+    let retry = Duration::from_secs(retry_after.parse().expect("whole seconds"));
+    let after_refusal = |d: Duration| tokio::time::Instant::from_std(refused.done + d);
     // Half-way there: still refused, and told the rest (rounded up).
-    tokio::time::sleep(retry / 2).await;
+    tokio::time::sleep_until(after_refusal(retry / 2)).await;
     let early = get(listen, "/slow", &[]).await;
     early.assert_too_many("every-2s", "retried early");
     assert_eq!(early.header("retry-after"), Some("1"));
-    // Retry-After after the first refusal: the request passes.
-    tokio::time::sleep(retry / 2).await;
+    // Retry-After seconds after the refusal: the request passes.
+    tokio::time::sleep_until(after_refusal(retry)).await;
     let reply = get(listen, "/slow", &[]).await;
     assert_eq!(reply.status, 200, "after Retry-After: {}", reply.body);
 }
@@ -582,71 +666,72 @@ async fn delay_mode_queues_within_max_wait_and_refuses_beyond() {
     let services = format!("  api: {{ targets: [\"{}\"] }}", upstream.addr);
     let _gw = GatewayProcess::start(&one_frontend(listen, "", routes, &services), &[listen]);
 
-    let burst_of = async |path: &'static str, n: usize| -> Vec<Reply> {
+    // `n` requests at once; each with when it completed, from the moment
+    // they were sent, soonest first.
+    let burst_of = async |path: &'static str, n: usize| -> Vec<(Duration, Reply)> {
+        let sent = Instant::now();
         let tasks: Vec<_> = (0..n)
             .map(|_| tokio::spawn(async move { get(listen, path, &[]).await }))
             .collect();
         let mut replies = Vec::new();
         for task in tasks {
-            replies.push(task.await.expect("task"));
+            let reply = task.await.expect("task");
+            replies.push((reply.done - sent, reply));
         }
-        replies.sort_by_key(|r| r.elapsed);
+        replies.sort_by_key(|(at, _)| *at);
         replies
     };
 
-    // 10/s, burst 1: five at once are all admitted, one every 100ms
-    // (waits of 0, 100, 200, 300 and 400ms), none refused.
+    // 10/s, burst 1: five at once are all admitted, one every 100ms (waits
+    // of 0, 100, 200, 300 and 400ms), none refused. The k-th cannot go on
+    // before k × 100ms, and the first and the last are 400ms apart (give
+    // or take the machine): not released together, nor after max_wait.
     let replies = burst_of("/smooth", 5).await;
-    let times: Vec<Duration> = replies.iter().map(|r| r.elapsed).collect();
+    let times: Vec<Duration> = replies.iter().map(|(at, _)| *at).collect();
     eprintln!("delay mode, 5 concurrent at 10/s: completed after {times:?}");
-    for reply in &replies {
+    for (_, reply) in &replies {
         assert_eq!(reply.status, 200, "{}", reply.body);
     }
-    assert!(
-        times[4] >= Duration::from_millis(350),
-        "the last one waited its turn: {times:?}"
-    );
-    assert!(
-        times[0] < Duration::from_millis(300),
-        "the first one did not wait: {times:?}"
-    );
-    // One every 100ms (50ms of slack for scheduling).
-    for (k, time) in times.iter().enumerate() {
-        let k = u32::try_from(k).expect("five");
+    for (k, at) in (0u32..).zip(&times) {
         assert!(
-            *time + Duration::from_millis(50) >= times[0] + Duration::from_millis(100) * k,
-            "spaced by the rate: {times:?}"
+            *at >= Duration::from_millis(100) * k,
+            "one every 100ms: {times:?}"
         );
     }
+    let spread = times[4] - times[0];
+    assert!(
+        spread >= Duration::from_millis(250) && spread < Duration::from_millis(700),
+        "released one by one, 400ms from first to last: {times:?}"
+    );
     assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 5);
 
     // 2/s, burst 1, max_wait 1s: waits of 0, 500 and 1000ms fit; the rest
     // would wait longer and are refused at once.
     let replies = burst_of("/queue", 5).await;
-    let statuses: Vec<u16> = replies.iter().map(|r| r.status).collect();
-    let times: Vec<Duration> = replies.iter().map(|r| r.elapsed).collect();
+    let statuses: Vec<u16> = replies.iter().map(|(_, r)| r.status).collect();
+    let times: Vec<Duration> = replies.iter().map(|(at, _)| *at).collect();
     eprintln!("delay mode beyond max_wait: {statuses:?} after {times:?}");
     assert_eq!(
         statuses.iter().filter(|s| **s == 200).count(),
         3,
         "{statuses:?}"
     );
-    for reply in replies.iter().filter(|r| r.status != 200) {
+    for (_, reply) in replies.iter().filter(|(_, r)| r.status != 200) {
         reply.assert_too_many("queue", "beyond max_wait");
         assert_eq!(reply.header("retry-after"), Some("1"));
         assert!(
-            reply.elapsed < Duration::from_millis(300),
+            reply.elapsed < Duration::from_millis(500),
             "refused without waiting: {:?}",
             reply.elapsed
         );
     }
     let slowest = replies
         .iter()
-        .filter(|r| r.status == 200)
-        .map(|r| r.elapsed)
+        .filter(|(_, r)| r.status == 200)
+        .map(|(at, _)| *at)
         .max();
     assert!(
-        slowest.unwrap() >= Duration::from_millis(950),
+        slowest.expect("admitted") >= Duration::from_secs(1),
         "the third waited a full second: {times:?}"
     );
 }
@@ -669,7 +754,10 @@ async fn concurrency_limit_sheds_with_503_and_retry_after() {
         "  slow:\n    targets: [\"{}\"]\n    concurrency: {{ max_in_flight: 2, retry_after: 2s }}",
         slow.addr
     );
-    let _gw = GatewayProcess::start(&one_frontend(listen, "", routes, &services), &[listen]);
+    let admin = free_addr();
+    let yaml = one_frontend(listen, "", routes, &services)
+        + &format!("admin: {{ listen: \"{admin}\" }}\n");
+    let _gw = GatewayProcess::start(&yaml, &[listen, admin]);
 
     let tasks: Vec<_> = (0..5)
         .map(|_| tokio::spawn(async move { get(listen, "/slow", &[]).await }))
@@ -703,6 +791,21 @@ async fn concurrency_limit_sheds_with_503_and_retry_after() {
     // The slots come back when the slow answers are done.
     let reply = get(listen, "/slow", &[]).await;
     assert_eq!(reply.status, 200);
+    // And the metrics count what was shed.
+    let metrics = client()
+        .get(format!("http://{admin}/metrics"))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == r#"concierge_concurrency_shed_total{service="slow"} 3"#),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
