@@ -2,17 +2,44 @@
 
 use std::sync::Arc;
 
-/// Who is calling, once the credentials checked out.
+/// Who is calling, once the credentials checked out. Cloning is cheap
+/// (shared slices and header values), because it happens per request.
 #[derive(Debug, Clone, Default)]
 pub struct Identity {
     /// JWT `sub`.
     pub subject: Option<Arc<str>>,
-    pub roles: Vec<String>,
-    pub scopes: Vec<String>,
+    pub roles: Arc<[String]>,
+    pub scopes: Arc<[String]>,
     /// API-key consumer.
     pub consumer: Option<Arc<str>>,
     /// Identity provider that issued the token.
     pub provider: Option<Arc<str>>,
+    /// The identity header values, built once when the token is verified.
+    pub values: IdentityValues,
+}
+
+/// Header values of a verified token: `sub`, roles joined by `,`, scopes
+/// joined by a space. `None` when empty or not a valid header value.
+#[derive(Debug, Clone, Default)]
+pub struct IdentityValues {
+    pub user_id: Option<http::HeaderValue>,
+    pub role: Option<http::HeaderValue>,
+    pub scopes: Option<http::HeaderValue>,
+}
+
+impl IdentityValues {
+    pub fn new(subject: Option<&str>, roles: &[String], scopes: &[String]) -> Self {
+        let value = |text: &str| {
+            (!text.is_empty())
+                .then(|| http::HeaderValue::from_str(text).ok())
+                .flatten()
+        };
+        Self {
+            user_id: subject.and_then(value),
+            role: value(&roles.join(",")),
+            scopes: value(&scopes.join(" ")),
+        }
+    }
 }
 
 impl Identity {

@@ -87,16 +87,15 @@ impl IdentityHeadersRt {
                 headers.insert(name.clone(), v);
             }
         };
-        let roles = identity.roles.join(",");
-        let scopes = identity.scopes.join(" ");
-        if let Some(sub) = &identity.subject {
-            set(headers, &self.user_id, sub);
-        }
-        if !roles.is_empty() {
-            set(headers, &self.role, &roles);
-        }
-        if !scopes.is_empty() {
-            set(headers, &self.scopes, &scopes);
+        let values = &identity.values;
+        for (name, value) in [
+            (&self.user_id, &values.user_id),
+            (&self.role, &values.role),
+            (&self.scopes, &values.scopes),
+        ] {
+            if let Some(value) = value {
+                headers.insert(name.clone(), value.clone());
+            }
         }
         if let Some(consumer) = &identity.consumer {
             set(headers, &self.consumer, consumer);
@@ -105,6 +104,8 @@ impl IdentityHeadersRt {
             headers.remove(header::AUTHORIZATION);
         }
         if let Some((header_name, key)) = &self.signature {
+            let roles = identity.roles.join(",");
+            let scopes = identity.scopes.join(" ");
             let t = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, Validation};
 
-use super::identity::{Identity, claim_strings};
+use super::identity::{Identity, IdentityValues, claim_strings};
 use super::keys::{KeyLookup, KeyOrigin, KeyStore, VerifyKey};
 use crate::config::security::IdentityProvider;
 
@@ -275,10 +275,14 @@ impl Verifier {
         }
         let mut scopes = claim_strings(&claims, "scope");
         scopes.extend(claim_strings(&claims, "scp"));
+        let subject: Option<Arc<str>> = claims.get("sub").and_then(|s| s.as_str()).map(Arc::from);
+        let roles = claim_strings(&claims, &provider.config.role_claim);
+        let values = IdentityValues::new(subject.as_deref(), &roles, &scopes);
         let identity = Arc::new(Identity {
-            subject: claims.get("sub").and_then(|s| s.as_str()).map(Arc::from),
-            roles: claim_strings(&claims, &provider.config.role_claim),
-            scopes,
+            subject,
+            roles: roles.into(),
+            scopes: scopes.into(),
+            values,
             consumer: None,
             provider: Some(provider.name.clone()),
         });

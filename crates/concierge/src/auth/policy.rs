@@ -65,8 +65,16 @@ mod tests {
 
     fn identity(roles: &[&str], scopes: &[&str]) -> Identity {
         Identity {
-            roles: roles.iter().map(|s| s.to_string()).collect(),
-            scopes: scopes.iter().map(|s| s.to_string()).collect(),
+            roles: roles
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>()
+                .into(),
+            scopes: scopes
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>()
+                .into(),
             ..Identity::default()
         }
     }

@@ -49,6 +49,29 @@ pub struct Advertised {
     pub burst: u32,
     /// Headers on allowed responses too (the policy's `headers`).
     pub on_allowed: bool,
+    /// This policy's `RateLimit-Policy` item and its name as an sf-string:
+    /// constant, so built once rather than on every response.
+    policy_item: Arc<str>,
+    name_item: Arc<str>,
+}
+
+impl Advertised {
+    pub fn new(name: Arc<str>, quota: u64, window: u64, burst: u32, on_allowed: bool) -> Self {
+        let name_item = sf_string(&name);
+        let mut policy_item = format!("{name_item};q={quota};w={}", window.max(1));
+        if u64::from(burst) != quota {
+            let _ = write!(policy_item, ";concierge-burst={burst}");
+        }
+        Self {
+            name,
+            quota,
+            window,
+            burst,
+            on_allowed,
+            policy_item: Arc::from(policy_item),
+            name_item: Arc::from(name_item),
+        }
+    }
 }
 
 /// The headers for one response, gathered over the policies that applied.
@@ -74,29 +97,24 @@ impl RateLimitHeaders {
         if decision.allowed && !policy.on_allowed {
             return;
         }
-        let sep = |s: &String| if s.is_empty() { "" } else { ", " };
-        let name = sf_string(&policy.name);
-        let _ = write!(
-            self.policies,
-            "{}{name};q={};w={}",
-            sep(&self.policies),
-            policy.quota,
-            policy.window.max(1)
-        );
-        if u64::from(policy.burst) != policy.quota {
-            let _ = write!(self.policies, ";concierge-burst={}", policy.burst);
+        // This runs on every response of a limited route: plain string
+        // pushes and integer encoding, no formatting machinery.
+        if !self.policies.is_empty() {
+            self.policies.push_str(", ");
+            self.limits.push_str(", ");
         }
+        self.policies.push_str(&policy.policy_item);
         let t = if decision.allowed {
             ceil_secs(decision.reset_after)
         } else {
             retry_after_secs(decision.retry_after)
         };
-        let _ = write!(
-            self.limits,
-            "{}{name};r={};t={t}",
-            sep(&self.limits),
-            decision.remaining
-        );
+        let mut digits = itoa::Buffer::new();
+        self.limits.push_str(&policy.name_item);
+        self.limits.push_str(";r=");
+        self.limits.push_str(digits.format(decision.remaining));
+        self.limits.push_str(";t=");
+        self.limits.push_str(digits.format(t));
         if !decision.allowed {
             self.violated.push(policy.name.clone());
             let wait = self
@@ -130,21 +148,22 @@ impl RateLimitHeaders {
         let Some(tightest) = self.tightest else {
             return;
         };
-        let mut put = |name: HeaderName, value: String| {
-            if let Ok(value) = HeaderValue::try_from(value) {
+        for (name, value) in [
+            (RATELIMIT_POLICY, &self.policies),
+            (RATELIMIT, &self.limits),
+        ] {
+            if let Ok(value) = HeaderValue::from_str(value) {
                 headers.insert(name, value);
             }
-        };
-        put(RATELIMIT_POLICY, self.policies.clone());
-        put(RATELIMIT, self.limits.clone());
-        put(X_RATELIMIT_LIMIT, tightest.limit.to_string());
-        put(X_RATELIMIT_REMAINING, tightest.remaining.to_string());
-        put(
+        }
+        headers.insert(X_RATELIMIT_LIMIT, HeaderValue::from(tightest.limit));
+        headers.insert(X_RATELIMIT_REMAINING, HeaderValue::from(tightest.remaining));
+        headers.insert(
             X_RATELIMIT_RESET,
-            ceil_secs(tightest.reset_after).to_string(),
+            HeaderValue::from(ceil_secs(tightest.reset_after)),
         );
         if let Some(seconds) = self.retry_after() {
-            put(header::RETRY_AFTER, seconds.to_string());
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
     }
 }
@@ -191,13 +210,7 @@ mod tests {
     use super::*;
 
     fn policy(name: &str, quota: u64, window: u64, burst: u32) -> Advertised {
-        Advertised {
-            name: name.into(),
-            quota,
-            window,
-            burst,
-            on_allowed: true,
-        }
+        Advertised::new(name.into(), quota, window, burst, true)
     }
 
     fn allowed(limit: u32, remaining: u32, reset_ms: u64) -> Decision {

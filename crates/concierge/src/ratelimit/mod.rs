@@ -340,13 +340,13 @@ impl Limiter {
             _ => None,
         };
         Ok(Self {
-            advertised: Advertised {
-                name: Arc::from(name),
-                quota: policy.rate.count,
-                window: policy.rate.period_secs(),
+            advertised: Advertised::new(
+                Arc::from(name),
+                policy.rate.count,
+                policy.rate.period_secs(),
                 burst,
-                on_allowed: policy.headers,
-            },
+                policy.headers,
+            ),
             gcra,
             key,
             id,
