@@ -11,148 +11,18 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use serde_json::Value;
+use support::redis::RedisServer;
 use support::upstream::{Upstream, full};
 use support::{GatewayProcess, client, free_addr};
 
 /// One test at a time (see the module comment).
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// A `redis-server` child process on a loopback port of its own.
-struct RedisServer {
-    port: u16,
-    dir: tempfile::TempDir,
-    child: Option<Child>,
-}
-
-impl RedisServer {
-    fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("no free loopback port");
-        let mut server = Self {
-            port,
-            dir: tempfile::tempdir().expect("temp dir"),
-            child: None,
-        };
-        server.launch();
-        server
-    }
-
-    /// Starts (or restarts) the server on its port, empty.
-    fn launch(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(self.dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot start redis-server ({e}): these tests need it; \
-                     `apt-get install redis-server` (scripts/test.sh does this)"
-                )
-            });
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !self.command("PING").is_some_and(|r| r.starts_with("+PONG")) {
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
-                panic!("redis-server exited with {status} on port {}", self.port);
-            }
-            assert!(
-                Instant::now() < deadline,
-                "redis-server did not answer on port {}",
-                self.port
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// One inline command; the whole reply (a bulk string read to its end).
-    fn command(&self, line: &str) -> Option<String> {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
-        stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-        stream.write_all(format!("{line}\r\n").as_bytes()).ok()?;
-        let mut reply = Vec::new();
-        let mut chunk = [0u8; 8192];
-        loop {
-            let n = stream.read(&mut chunk).ok()?;
-            if n == 0 {
-                break;
-            }
-            reply.extend_from_slice(&chunk[..n]);
-            let text = String::from_utf8_lossy(&reply);
-            let Some((head, body)) = text.split_once("\r\n") else {
-                continue;
-            };
-            let complete = match head.strip_prefix('$') {
-                Some(len) => len
-                    .parse::<usize>()
-                    .map_or(true, |len| body.len() >= len + 2),
-                None => true,
-            };
-            if complete {
-                break;
-            }
-        }
-        Some(String::from_utf8_lossy(&reply).into_owned())
-    }
-
-    /// Script calls Redis has served (`EVALSHA` and `EVAL`).
-    fn script_calls(&self) -> u64 {
-        let info = self.command("INFO commandstats").expect("INFO");
-        ["cmdstat_evalsha:calls=", "cmdstat_eval:calls="]
-            .iter()
-            .filter_map(|prefix| {
-                info.lines()
-                    .find_map(|l| l.strip_prefix(prefix))
-                    .and_then(|rest| rest.split(',').next())
-                    .and_then(|n| n.parse::<u64>().ok())
-            })
-            .sum()
-    }
-
-    /// Redis's clock (`TIME`), which every decision uses.
-    fn clock(&self) -> Duration {
-        let reply = self.command("TIME").expect("TIME");
-        let numbers: Vec<u64> = reply
-            .lines()
-            .filter_map(|l| l.trim().parse::<u64>().ok())
-            .collect();
-        let [secs, micros] = numbers[..] else {
-            panic!("unexpected TIME reply {reply:?}");
-        };
-        Duration::from_secs(secs) + Duration::from_micros(micros)
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// Kills the server: connections drop, new ones are refused.
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
 
 /// An upstream that answers at once with a tiny body.
 async fn fast_upstream() -> Upstream {

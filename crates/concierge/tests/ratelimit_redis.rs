@@ -2,9 +2,7 @@
 //! own `redis-server` on a spare loopback port, so it can stop, pause and
 //! restart it. `scripts/test.sh` installs the Debian package when missing.
 
-use std::io::{Read, Write};
-use std::net::{IpAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,115 +10,10 @@ use concierge::ratelimit::{
     Limiter, Outcome, RateLimitPolicy, RateLimitSettings, RequestKeys, Source, StoreFailure, Stores,
 };
 use http::HeaderMap;
+use redis_server::RedisServer;
 
-/// A `redis-server` child process on a loopback port of its own.
-struct RedisServer {
-    port: u16,
-    dir: tempfile::TempDir,
-    child: Option<Child>,
-}
-
-impl RedisServer {
-    fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("no free loopback port");
-        let mut server = Self {
-            port,
-            dir: tempfile::tempdir().expect("temp dir"),
-            child: None,
-        };
-        server.launch();
-        server
-    }
-
-    fn launch(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(self.dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot start redis-server ({e}): these tests need it; \
-                     `apt-get install redis-server` (scripts/test.sh does this)"
-                )
-            });
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !self.answers() {
-            assert!(
-                Instant::now() < deadline,
-                "redis-server did not start on {}",
-                self.port
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn answers(&self) -> bool {
-        self.command("PING\r\n")
-            .is_some_and(|r| r.starts_with("+PONG"))
-    }
-
-    /// One inline command, one reply line.
-    fn command(&self, line: &str) -> Option<String> {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
-        stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-        stream.write_all(line.as_bytes()).ok()?;
-        let mut reply = vec![0u8; 4096];
-        let n = stream.read(&mut reply).ok()?;
-        Some(String::from_utf8_lossy(&reply[..n]).into_owned())
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn pid(&self) -> String {
-        self.child.as_ref().expect("running").id().to_string()
-    }
-
-    /// Kills the server: connections drop, new ones are refused.
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Freezes the server: connections stay open but nothing answers.
-    fn pause(&self) {
-        signal(&self.pid(), "-STOP");
-    }
-
-    fn resume(&self) {
-        signal(&self.pid(), "-CONT");
-    }
-}
-
-fn signal(pid: &str, sig: &str) {
-    let status = Command::new("kill")
-        .args([sig, pid])
-        .status()
-        .expect("kill");
-    assert!(status.success(), "kill {sig} {pid}");
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        if let Some(child) = &self.child {
-            let _ = Command::new("kill")
-                .args(["-CONT", &child.id().to_string()])
-                .status();
-        }
-        self.stop();
-    }
-}
+#[path = "support/redis.rs"]
+mod redis_server;
 
 fn settings(server: &RedisServer) -> RateLimitSettings {
     let mut settings = RateLimitSettings::default();
@@ -245,7 +138,7 @@ async fn keys_carry_a_ttl_and_vanish_when_idle() {
         "{key}"
     );
     // Three requests owe 300ms: the key lives that long, plus a millisecond.
-    let pttl = redis.command(&format!("PTTL {key}\r\n")).expect("PTTL");
+    let pttl = redis.command(&format!("PTTL {key}")).expect("PTTL");
     let pttl: i64 = pttl
         .trim_start_matches(':')
         .trim()
@@ -253,7 +146,7 @@ async fn keys_carry_a_ttl_and_vanish_when_idle() {
         .expect("integer");
     assert!(pttl > 0 && pttl <= 302, "PTTL {pttl}");
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let exists = redis.command(&format!("EXISTS {key}\r\n")).expect("EXISTS");
+    let exists = redis.command(&format!("EXISTS {key}")).expect("EXISTS");
     assert_eq!(exists.trim(), ":0");
 }
 
