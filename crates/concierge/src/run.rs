@@ -15,6 +15,12 @@ pub async fn run(source: ConfigSource) -> anyhow::Result<()> {
             anyhow::bail!("the configuration is invalid");
         }
     };
+    // Reload triggers go in before anything listens: a change or a SIGHUP
+    // that arrives once the gateway looks ready must not be missed (and an
+    // early SIGHUP must not kill the process).
+    let _watcher = crate::watch::watch_file(gateway.clone()).context("watching the config file")?;
+    crate::watch::reload_on_sighup(gateway.clone()).context("installing the SIGHUP handler")?;
+    let stop = stop_signals()?;
     gateway.start().await.context("starting the listeners")?;
     if let Some(address) = gateway.snapshot().admin {
         let listener = crate::admin::bind(address)
@@ -23,22 +29,22 @@ pub async fn run(source: ConfigSource) -> anyhow::Result<()> {
         tracing::info!(%address, "admin API listening");
         tokio::spawn(crate::admin::serve(gateway.clone(), listener));
     }
-    let _watcher = crate::watch::watch_file(gateway.clone()).context("watching the config file")?;
-    crate::watch::reload_on_sighup(gateway.clone()).context("installing the SIGHUP handler")?;
-    wait_for_stop().await?;
+    stop.await;
     tracing::info!("shutting down: no longer accepting, draining in-flight requests");
     gateway.drain().await;
     Ok(())
 }
 
-async fn wait_for_stop() -> anyhow::Result<()> {
+/// SIGTERM or SIGINT, installed now so that none is lost, awaited later.
+fn stop_signals() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut terminate =
         signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    tokio::select! {
-        _ = terminate.recv() => {}
-        _ = interrupt.recv() => {}
-    }
-    Ok(())
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+    })
 }
