@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use http_body_util::BodyExt;
 use support::upstream::{Upstream, full, raw_request};
-use support::{GatewayProcess, client, free_addr};
+use support::{GatewayProcess, assert_problem, client, free_addr};
 
 /// An upstream that counts the requests reaching it and answers with the
 /// number of body bytes it read.
@@ -32,23 +32,6 @@ async fn counting_upstream() -> (Upstream, Arc<AtomicUsize>) {
         .await
     };
     (upstream, hits)
-}
-
-/// Asserts a problem+json answer from the gateway itself.
-async fn assert_problem(response: reqwest::Response, status: u16) -> serde_json::Value {
-    assert_eq!(response.status(), status);
-    assert_eq!(
-        response.headers()["content-type"],
-        "application/problem+json"
-    );
-    let id = response.headers()["x-request-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
-    let problem: serde_json::Value = response.json().await.unwrap();
-    assert_eq!(problem["status"], status);
-    assert_eq!(problem["request_id"], id.as_str());
-    problem
 }
 
 fn one_route(listen: SocketAddr, upstream: SocketAddr, extra: &str) -> String {

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use http_body_util::BodyExt;
 use support::upstream::{RawResponse, Upstream, full, raw_request};
-use support::{GatewayProcess, client, free_addr};
+use support::{GatewayProcess, assert_problem, client, free_addr};
 
 /// GETs `path` with an optional Host header and returns the response.
 async fn get_with_host(listen: SocketAddr, path: &str, host: Option<&str>) -> reqwest::Response {
@@ -163,20 +163,10 @@ services:
         ("/admin/users", Some("shop.example.com")),
     ] {
         let response = get_with_host(listen, path, host).await;
-        assert_eq!(response.status(), 404, "{path}");
-        assert_eq!(
-            response.headers()["content-type"],
-            "application/problem+json"
-        );
-        let id = response.headers()["x-request-id"]
-            .to_str()
-            .unwrap()
-            .to_string();
-        let problem: serde_json::Value = response.json().await.unwrap();
-        assert_eq!(problem["status"], 404);
+        let problem = assert_problem(response, 404).await;
         assert_eq!(problem["title"], "Not Found");
-        assert_eq!(problem["request_id"], id.as_str());
         assert_eq!(problem["instance"], path);
+        let id = problem["request_id"].as_str().unwrap();
         assert_eq!(id.len(), 36, "a generated id is a UUID: {id}");
     }
 }
@@ -209,20 +199,9 @@ services:
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), 405);
     assert_eq!(response.headers()["allow"], "GET, HEAD, DELETE");
-    assert_eq!(
-        response.headers()["content-type"],
-        "application/problem+json"
-    );
-    let id = response.headers()["x-request-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
-    let problem: serde_json::Value = response.json().await.unwrap();
-    assert_eq!(problem["status"], 405);
+    let problem = assert_problem(response, 405).await;
     assert_eq!(problem["title"], "Method Not Allowed");
-    assert_eq!(problem["request_id"], id.as_str());
 
     let response = c
         .get(format!("http://{listen}/orders"))

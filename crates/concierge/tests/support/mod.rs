@@ -150,3 +150,22 @@ pub async fn eventually(timeout: Duration, mut check: impl AsyncFnMut() -> bool)
 }
 
 pub mod redis;
+
+/// Asserts a gateway-generated error: `status`, `application/problem+json`,
+/// and a body whose `status` and `request_id` match the response. Returns
+/// the body for further checks.
+pub async fn assert_problem(response: reqwest::Response, status: u16) -> serde_json::Value {
+    assert_eq!(response.status(), status);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    let id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let problem: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(problem["status"], status);
+    assert_eq!(problem["request_id"], id.as_str());
+    problem
+}
