@@ -39,34 +39,45 @@ measure() {
 }
 
 : > "$OUT/cpu-per-request.raw"
-for _ in $(seq "$ROUNDS"); do
-    {
-        measure plain /x
-        measure rs256 /auth/x -H "Authorization: Bearer $RS"
-        measure es256 /auth/x -H "Authorization: Bearer $ES"
-        measure ratelimit-local /rl-local/x
-        measure ratelimit-cluster /rl-cluster/x
-        measure ratelimit-hybrid /rl-hybrid/x
-    } >> "$OUT/cpu-per-request.raw"
+routes=(plain rs256 es256 ratelimit-local ratelimit-cluster ratelimit-hybrid)
+measure_route() {
+    case $1 in
+    plain) measure plain /x ;;
+    rs256) measure rs256 /auth/x -H "Authorization: Bearer $RS" ;;
+    es256) measure es256 /auth/x -H "Authorization: Bearer $ES" ;;
+    ratelimit-local) measure ratelimit-local /rl-local/x ;;
+    ratelimit-cluster) measure ratelimit-cluster /rl-cluster/x ;;
+    ratelimit-hybrid) measure ratelimit-hybrid /rl-hybrid/x ;;
+    esac
+}
+for round in $(seq "$ROUNDS"); do
+    # Every other round in reverse, so that drift favours no route.
+    order=("${routes[@]}")
+    ((round % 2 == 0)) && order=($(printf '%s\n' "${routes[@]}" | tac))
+    for r in "${order[@]}"; do
+        echo "$round $(measure_route "$r")" >> "$OUT/cpu-per-request.raw"
+    done
 done
 
 python3 - "$OUT/cpu-per-request.raw" "$TICKS" > "$OUT/cpu-per-request.md" <<'PY'
 import sys, statistics
 ticks = int(sys.argv[2])
-per = {}
-order = []
+per = {}      # name -> {round: µs per request}
+paths = {}
 for line in open(sys.argv[1]):
-    name, path, reqs, cpu = line.split()
-    if name not in per:
-        per[name] = []
-        order.append((name, path))
-    per[name].append(int(cpu) / ticks * 1e6 / max(int(reqs), 1))
-base = statistics.median(per["plain"])
-print("| route | CPU µs/request (median) | rounds | plain ÷ route |")
-print("| --- | ---: | --- | ---: |")
-for name, path in order:
-    m = statistics.median(per[name])
-    rounds = ", ".join(f"{v:.1f}" for v in per[name])
-    print(f"| {name} (`{path}`) | {m:.1f} | {rounds} | {base/m:.2f} |")
+    rnd, name, path, reqs, cpu = line.split()
+    paths[name] = path
+    per.setdefault(name, {})[int(rnd)] = int(cpu) / ticks * 1e6 / max(int(reqs), 1)
+plain = per["plain"]
+print("CPU time of the gateway per request (µs); the ratio is plain ÷ route,")
+print("per round (the same round's plain run), then its median and range.")
+print()
+print("| route | CPU µs/request (median) | plain ÷ route, median | lowest | highest |")
+print("| --- | ---: | ---: | ---: | ---: |")
+for name, rounds in per.items():
+    ratios = [plain[r] / v for r, v in rounds.items() if r in plain and v > 0]
+    m = statistics.median(rounds.values())
+    print(f"| {name} (`{paths[name]}`) | {m:.1f} | {statistics.median(ratios):.2f} | "
+          f"{min(ratios):.2f} | {max(ratios):.2f} |")
 PY
 cat "$OUT/cpu-per-request.md"

@@ -486,7 +486,7 @@ run_wrk() { # run_wrk TARGET DURATION
 }
 
 main() {
-    local cpus round t raw
+    local cpus round t raw i j
     cpus=$(nproc)
     if ((cpus < 2)) && [[ "$SERVER_CPU" == 1 && "$CLIENT_CPU" == 0 ]]; then
         log "only $cpus CPU: pinning servers and wrk to CPU 0 (results will be skewed)"
@@ -520,8 +520,17 @@ main() {
         printf '%s\t%s\t%s\n' "$t" "${TARGET_URL[$t]}" "${TARGET_SERVER[$t]}" >>"$OUT/targets.tsv"
     done
 
+    local order=()
     for ((round = 1; round <= ROUNDS; round++)); do
-        for t in "${SELECTED[@]}"; do
+        # Every other round runs the targets in reverse, so that a machine
+        # that drifts faster or slower during the run favours no target.
+        order=("${SELECTED[@]}")
+        if ((round % 2 == 0)); then
+            for ((i = ${#SELECTED[@]} - 1, j = 0; i >= 0; i--, j++)); do
+                order[j]="${SELECTED[i]}"
+            done
+        fi
+        for t in "${order[@]}"; do
             if [[ "$WARMUP" != 0 && "$WARMUP" != 0s ]]; then
                 run_wrk "$t" "$WARMUP" >/dev/null 2>&1 || true
             fi

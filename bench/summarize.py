@@ -66,6 +66,32 @@ def median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
+def quartiles(values: list[float]) -> tuple[float, float, float]:
+    if len(values) < 2:
+        return values[0], values[0], values[0]
+    q1, q2, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return q1, q2, q3
+
+
+def paired_ratios(rows: list[dict]) -> list[tuple[str, list[float]]]:
+    """Per-round req/s of every other concierge route over the plain route's."""
+    plain = next((r for r in rows if r["name"] == "concierge"), None)
+    if plain is None:
+        return []
+    out = []
+    for r in rows:
+        if r["server"] != "concierge" or r is plain:
+            continue
+        ratios = [
+            run["rps"] / plain["rounds"][i]["rps"]
+            for i, run in sorted(r["rounds"].items())
+            if run["rps"] and plain["rounds"].get(i, {}).get("rps")
+        ]
+        if ratios:
+            out.append((r["name"], ratios))
+    return out
+
+
 def fmt(value: float | None, spec: str) -> str:
     return "n/a" if value is None else format(value, spec)
 
@@ -161,6 +187,24 @@ def main(argv: list[str]) -> int:
     for r in rows:
         cells = [fmt(r["rounds"].get(i, {}).get("rps"), ",.0f") for i in range(1, n_rounds + 1)]
         lines.append(f"| {r['name']} | " + " | ".join(cells) + " |")
+
+    paired = paired_ratios(rows)
+    if paired:
+        lines += [
+            "",
+            "Paired ratios: each concierge route against concierge's plain route in the",
+            "same round (run.sh reverses the target order every other round, so a",
+            "machine that speeds up or slows down during a run biases no route):",
+            "",
+            "| target | rounds | median | lowest quarter | highest quarter | min | max |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for name, ratios in paired:
+            q1, _, q3 = quartiles(ratios)
+            lines.append(
+                f"| {name} | {len(ratios)} | {statistics.median(ratios):.2f} | {q1:.2f} | "
+                f"{q3:.2f} | {min(ratios):.2f} | {max(ratios):.2f} |"
+            )
 
     if any(r["non2xx"] or r["socket"] for r in rows):
         lines += ["", "Errors summed over rounds:", ""]

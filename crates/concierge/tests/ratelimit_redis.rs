@@ -90,6 +90,37 @@ async fn exact_allow_count_remaining_and_retry_after() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flushed_script_is_loaded_again_without_a_fallback() {
+    let redis = RedisServer::start();
+    let (stores, limiter) = instance(
+        &settings(&redis),
+        "{name: flushed, rate: 10/min, burst: 6, key: ip, scope: cluster}",
+    )
+    .await;
+    let mut outcomes = Vec::new();
+    for _ in 0..3 {
+        outcomes.push(check(&limiter, "192.0.2.9").await);
+    }
+    // Redis forgets every script (as after a restart without persistence).
+    let flushed = redis.command("SCRIPT FLUSH");
+    assert!(
+        flushed.as_deref().is_some_and(|r| r.starts_with("+OK")),
+        "{flushed:?}"
+    );
+    for _ in 0..5 {
+        outcomes.push(check(&limiter, "192.0.2.9").await);
+    }
+    assert_eq!(allowed(&outcomes), 6, "the bucket carried over the flush");
+    assert!(
+        outcomes[..7].iter().all(|o| o.source() == Source::Redis),
+        "{:?}",
+        outcomes.iter().map(Outcome::source).collect::<Vec<_>>()
+    );
+    let stats = stores.redis.as_ref().expect("redis").stats();
+    assert_eq!(stats.errors + stats.timeouts, 0, "{stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_decisions_are_atomic() {
     let redis = RedisServer::start();
     let mut settings = settings(&redis);

@@ -5,12 +5,14 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, Validation};
 
 use super::identity::{Identity, IdentityValues, claim_strings};
 use super::keys::{KeyLookup, KeyOrigin, KeyStore, VerifyKey};
+use super::memo::TokenMemo;
 use crate::config::security::IdentityProvider;
 
 /// Tokens larger than this are refused before any parsing, whatever the
@@ -128,17 +130,35 @@ impl Provider {
     }
 }
 
-struct CachedIdentity {
+/// A verified token, as the shared cache and the connection memos hold it.
+pub struct CachedIdentity {
     identity: Arc<Identity>,
-    provider: Arc<str>,
+    provider: Arc<Provider>,
     kid: Option<String>,
     /// The key that verified the token; `None` for HMAC (the configured secret).
     key: Option<Arc<VerifyKey>>,
     exp: Option<u64>,
 }
 
+impl CachedIdentity {
+    /// Whether the token may still be accepted without verifying it again:
+    /// not expired, its key still published, its provider accepted here.
+    fn still_good(&self, allowed: Option<&[String]>) -> bool {
+        let fresh = self.exp.is_none_or(|exp| exp > now_secs());
+        let key_alive = match &self.key {
+            None => true,
+            Some(key) => self.provider.keys.still_verifies(self.kid.as_deref(), key),
+        };
+        fresh && key_alive && is_allowed(allowed, &self.provider.name)
+    }
+}
+
+/// Distinguishes verifiers (one per configuration) in connection memos.
+static NEXT_VERIFIER_ID: AtomicU64 = AtomicU64::new(1);
+
 /// Every identity provider, by issuer, and the verified-token cache.
 pub struct Verifier {
+    id: u64,
     by_issuer: HashMap<String, Arc<Provider>>,
     pub providers: HashMap<String, Arc<Provider>>,
     cache: quick_cache::sync::Cache<[u8; 32], Arc<CachedIdentity>>,
@@ -162,6 +182,7 @@ impl Verifier {
             .map(|p| (p.config.issuer.clone(), p.clone()))
             .collect();
         Self {
+            id: NEXT_VERIFIER_ID.fetch_add(1, Ordering::Relaxed),
             by_issuer,
             providers,
             cache: quick_cache::sync::Cache::new(CACHE_CAPACITY),
@@ -183,30 +204,35 @@ impl Verifier {
     }
 
     /// Verifies a bearer token. `allowed` limits which providers may have
-    /// issued it (`None`: any).
+    /// issued it (`None`: any). `memo` is the connection's last token.
     pub async fn verify(
         &self,
-        token: &str,
+        token: &[u8],
         allowed: Option<&[String]>,
+        memo: Option<&TokenMemo>,
     ) -> Result<Arc<Identity>, TokenError> {
         if token.len() > HARD_MAX_TOKEN_BYTES {
             return Err(invalid("the token is too large"));
         }
+        if let Some(memo) = memo {
+            if let Some(hit) = memo.get(self.id, token) {
+                if hit.still_good(allowed) {
+                    return Ok(hit.identity.clone());
+                }
+                memo.forget();
+            }
+        }
         let digest = digest(token);
         if let Some(hit) = self.cache.get(&digest) {
-            let fresh = hit.exp.is_none_or(|exp| exp > now_secs());
-            let provider = self.providers.values().find(|p| p.name == hit.provider);
-            let key_alive = match &hit.key {
-                None => true,
-                Some(key) => {
-                    provider.is_some_and(|p| p.keys.still_verifies(hit.kid.as_deref(), key))
+            if hit.still_good(allowed) {
+                if let Some(memo) = memo {
+                    memo.remember(self.id, token, hit.clone());
                 }
-            };
-            if fresh && key_alive && is_allowed(allowed, &hit.provider) {
                 return Ok(hit.identity.clone());
             }
             self.cache.remove(&digest);
         }
+        let token = std::str::from_utf8(token).map_err(|_| invalid("the token is malformed"))?;
         let header =
             jsonwebtoken::decode_header(token).map_err(|_| invalid("the token is malformed"))?;
         // Reading `iss` before verifying only picks whose keys to verify with.
@@ -286,16 +312,17 @@ impl Verifier {
             consumer: None,
             provider: Some(provider.name.clone()),
         });
-        self.cache.insert(
-            digest,
-            Arc::new(CachedIdentity {
-                identity: identity.clone(),
-                provider: provider.name.clone(),
-                kid,
-                key: verified_with,
-                exp: numeric_date(&claims, "exp"),
-            }),
-        );
+        let entry = Arc::new(CachedIdentity {
+            identity: identity.clone(),
+            provider: provider.clone(),
+            kid,
+            key: verified_with,
+            exp: numeric_date(&claims, "exp"),
+        });
+        if let Some(memo) = memo {
+            memo.remember(self.id, token.as_bytes(), entry.clone());
+        }
+        self.cache.insert(digest, entry);
         Ok(identity)
     }
 }
@@ -318,8 +345,8 @@ fn is_allowed(allowed: Option<&[String]>, provider: &str) -> bool {
     allowed.is_none_or(|list| list.iter().any(|p| p == provider))
 }
 
-fn digest(token: &str) -> [u8; 32] {
-    let hash = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
+fn digest(token: &[u8]) -> [u8; 32] {
+    let hash = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token);
     let mut out = [0u8; 32];
     out.copy_from_slice(hash.as_ref());
     out

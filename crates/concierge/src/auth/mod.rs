@@ -9,4 +9,5 @@ pub mod identity_headers;
 pub mod ip;
 pub mod jwt;
 pub mod keys;
+pub mod memo;
 pub mod policy;

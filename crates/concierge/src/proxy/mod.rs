@@ -31,6 +31,8 @@ pub struct ClientInfo {
     /// The peer's address as a header value, for `X-Forwarded-For`.
     pub peer_header: HeaderValue,
     pub https: bool,
+    /// The connection's last verified bearer token.
+    pub token_memo: Arc<crate::auth::memo::TokenMemo>,
 }
 
 /// Handles one request on `frontend`, answering errors itself.
@@ -140,6 +142,7 @@ async fn proxy(
         &route,
         request.headers(),
         request.uri().query(),
+        &cx.client.token_memo,
     )
     .await?;
     let rate_headers =

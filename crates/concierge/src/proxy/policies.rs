@@ -7,14 +7,20 @@ use http::header::AUTHORIZATION;
 
 use crate::auth::identity::Identity;
 use crate::auth::jwt::{TokenError, Verifier};
+use crate::auth::memo::TokenMemo;
 use crate::config::security::Credential;
 use crate::error::GatewayError;
 use crate::snapshot::{FrontendRt, RouteRt};
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+/// The token of an `Authorization: Bearer` header, as bytes: the verifier
+/// checks its encoding only when it has not seen the token before.
+fn bearer(headers: &HeaderMap) -> Option<&[u8]> {
+    let value = headers.get(AUTHORIZATION)?.as_bytes();
+    let space = value.iter().position(|&b| b == b' ')?;
+    let (scheme, token) = (&value[..space], &value[space + 1..]);
+    scheme
+        .eq_ignore_ascii_case(b"bearer")
+        .then(|| token.trim_ascii())
 }
 
 fn unauthorized(
@@ -37,6 +43,7 @@ pub async fn authenticate(
     route: &RouteRt,
     headers: &HeaderMap,
     query: Option<&str>,
+    memo: &TokenMemo,
 ) -> Result<Option<Identity>, GatewayError> {
     let policy = &route.auth;
     let wants_jwt = matches!(policy.require, Credential::Jwt | Credential::JwtOrApiKey);
@@ -45,7 +52,10 @@ pub async fn authenticate(
     let mut token_error = None;
     let mut identity: Option<Identity> = None;
     if let Some(token) = bearer(headers).filter(|_| !verifier.is_empty()) {
-        match verifier.verify(token, policy.providers.as_deref()).await {
+        match verifier
+            .verify(token, policy.providers.as_deref(), Some(memo))
+            .await
+        {
             Ok(verified) => identity = Some((*verified).clone()),
             Err(TokenError::Unavailable(provider)) if wants_jwt => {
                 return Err(GatewayError::Unavailable(format!(

@@ -28,6 +28,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::BytesMut;
 use http::{HeaderMap, HeaderName, HeaderValue, header};
 
 use super::gcra::Decision;
@@ -53,6 +54,9 @@ pub struct Advertised {
     /// constant, so built once rather than on every response.
     policy_item: Arc<str>,
     name_item: Arc<str>,
+    /// `policy_item` as a header value: a response limited by this policy
+    /// alone shares it instead of copying it.
+    policy_value: Option<HeaderValue>,
 }
 
 impl Advertised {
@@ -62,6 +66,7 @@ impl Advertised {
         if u64::from(burst) != quota {
             let _ = write!(policy_item, ";concierge-burst={burst}");
         }
+        let policy_value = HeaderValue::from_str(&policy_item).ok();
         Self {
             name,
             quota,
@@ -70,21 +75,33 @@ impl Advertised {
             on_allowed,
             policy_item: Arc::from(policy_item),
             name_item: Arc::from(name_item),
+            policy_value,
         }
     }
 }
 
 /// The headers for one response, gathered over the policies that applied.
+///
+/// This runs on every response of a limited route, so it avoids the
+/// formatting machinery and copies: the `RateLimit-Policy` value of a single
+/// policy is shared, and the other values are written into one buffer.
 #[derive(Debug, Default, Clone)]
 pub struct RateLimitHeaders {
+    /// The first policy's `RateLimit-Policy` item.
+    first_policy: Option<HeaderValue>,
+    /// The whole `RateLimit-Policy` value once a second policy applied.
     policies: String,
-    limits: String,
+    /// The `RateLimit` value.
+    limits: Vec<u8>,
     /// The most restrictive decision so far, for the `X-RateLimit-*` fields.
     tightest: Option<Decision>,
     /// The longest wait among refusing policies.
     retry_after: Option<Duration>,
     violated: Vec<Arc<str>>,
 }
+
+/// Room for one policy's `RateLimit` item without growing.
+const LIMIT_ITEM_BYTES: usize = 64;
 
 impl RateLimitHeaders {
     pub fn new() -> Self {
@@ -97,24 +114,32 @@ impl RateLimitHeaders {
         if decision.allowed && !policy.on_allowed {
             return;
         }
-        // This runs on every response of a limited route: plain string
-        // pushes and integer encoding, no formatting machinery.
-        if !self.policies.is_empty() {
+        if self.limits.is_empty() {
+            self.first_policy = policy.policy_value.clone();
+            self.limits.reserve(LIMIT_ITEM_BYTES);
+        } else {
+            if self.policies.is_empty() {
+                self.policies
+                    .push_str(self.first_policy.as_ref().map_or("", |v| {
+                        std::str::from_utf8(v.as_bytes()).unwrap_or_default()
+                    }));
+            }
             self.policies.push_str(", ");
-            self.limits.push_str(", ");
+            self.policies.push_str(&policy.policy_item);
+            self.limits.extend_from_slice(b", ");
         }
-        self.policies.push_str(&policy.policy_item);
         let t = if decision.allowed {
             ceil_secs(decision.reset_after)
         } else {
             retry_after_secs(decision.retry_after)
         };
         let mut digits = itoa::Buffer::new();
-        self.limits.push_str(&policy.name_item);
-        self.limits.push_str(";r=");
-        self.limits.push_str(digits.format(decision.remaining));
-        self.limits.push_str(";t=");
-        self.limits.push_str(digits.format(t));
+        self.limits.extend_from_slice(policy.name_item.as_bytes());
+        self.limits.extend_from_slice(b";r=");
+        self.limits
+            .extend_from_slice(digits.format(decision.remaining).as_bytes());
+        self.limits.extend_from_slice(b";t=");
+        self.limits.extend_from_slice(digits.format(t).as_bytes());
         if !decision.allowed {
             self.violated.push(policy.name.clone());
             let wait = self
@@ -129,7 +154,7 @@ impl RateLimitHeaders {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.policies.is_empty()
+        self.limits.is_empty()
     }
 
     /// Names of the policies that refused the request, for the problem body
@@ -148,22 +173,45 @@ impl RateLimitHeaders {
         let Some(tightest) = self.tightest else {
             return;
         };
-        for (name, value) in [
-            (RATELIMIT_POLICY, &self.policies),
-            (RATELIMIT, &self.limits),
-        ] {
-            if let Ok(value) = HeaderValue::from_str(value) {
+        let policy = if self.policies.is_empty() {
+            self.first_policy.clone()
+        } else {
+            HeaderValue::from_str(&self.policies).ok()
+        };
+        // One buffer holds every other value; the header values share it.
+        let mut digits = itoa::Buffer::new();
+        let numbers = [
+            u64::from(tightest.limit),
+            u64::from(tightest.remaining),
+            ceil_secs(tightest.reset_after),
+            self.retry_after().unwrap_or_default(),
+        ];
+        let mut buffer = BytesMut::with_capacity(self.limits.len() + numbers.len() * 20);
+        buffer.extend_from_slice(&self.limits);
+        let mut ends = [0; 5];
+        ends[0] = buffer.len();
+        for (end, number) in ends[1..].iter_mut().zip(numbers) {
+            buffer.extend_from_slice(digits.format(number).as_bytes());
+            *end = buffer.len();
+        }
+        let buffer = buffer.freeze();
+        let value = |i: usize| {
+            let start = if i == 0 { 0 } else { ends[i - 1] };
+            HeaderValue::from_maybe_shared(buffer.slice(start..ends[i])).ok()
+        };
+        let fields = [
+            (RATELIMIT_POLICY, policy),
+            (RATELIMIT, value(0)),
+            (X_RATELIMIT_LIMIT, value(1)),
+            (X_RATELIMIT_REMAINING, value(2)),
+            (X_RATELIMIT_RESET, value(3)),
+            (header::RETRY_AFTER, self.retry_after.and_then(|_| value(4))),
+        ];
+        headers.reserve(fields.len());
+        for (name, value) in fields {
+            if let Some(value) = value {
                 headers.insert(name, value);
             }
-        }
-        headers.insert(X_RATELIMIT_LIMIT, HeaderValue::from(tightest.limit));
-        headers.insert(X_RATELIMIT_REMAINING, HeaderValue::from(tightest.remaining));
-        headers.insert(
-            X_RATELIMIT_RESET,
-            HeaderValue::from(ceil_secs(tightest.reset_after)),
-        );
-        if let Some(seconds) = self.retry_after() {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
     }
 }

@@ -180,21 +180,45 @@ impl LimitKey<'_> {
     /// SHA-256 prefix so that keys stay short and safe to display.
     pub fn redis_suffix(&self) -> String {
         let mut out = String::with_capacity(48);
+        self.push_redis_suffix(&mut out);
+        out
+    }
+
+    /// Appends `redis_suffix` to `out` (the caller's buffer already holds the prefix).
+    pub fn push_redis_suffix(&self, out: &mut String) {
         out.push_str(self.tag());
         out.push(':');
         match self {
             Self::User(v) | Self::Consumer(v) | Self::Route(v) | Self::Service(v) => {
-                push_value(&mut out, v.as_bytes());
+                push_value(out, v.as_bytes());
             }
-            Self::Header(v) => push_value(&mut out, v),
-            Self::Ip(ip) => {
-                let _ = write!(out, "{ip}");
-            }
+            Self::Header(v) => push_value(out, v),
+            Self::Ip(ip) => push_ip(out, ip),
             Self::Subnet(ip, prefix) => {
-                let _ = write!(out, "{ip}/{prefix}");
+                push_ip(out, ip);
+                out.push('/');
+                out.push_str(itoa::Buffer::new().format(*prefix));
             }
         }
-        out
+    }
+}
+
+/// IPv4 by its octets (this runs per cluster decision; `Display` for an
+/// address goes through the formatting machinery), IPv6 in its RFC 5952 form.
+fn push_ip(out: &mut String, ip: &IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mut digits = itoa::Buffer::new();
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                out.push_str(digits.format(octet));
+            }
+        }
+        IpAddr::V6(v6) => {
+            let _ = write!(out, "{v6}");
+        }
     }
 }
 

@@ -421,7 +421,9 @@ impl Limiter {
             return Outcome::new(decision, Source::Cached);
         }
         let want = cluster.hybrid.as_ref().map_or(1, |b| b.size);
-        let redis_key = format!("{}{}", cluster.key_prefix, key.redis_suffix());
+        let mut redis_key = String::with_capacity(cluster.key_prefix.len() + 48);
+        redis_key.push_str(&cluster.key_prefix);
+        key.push_redis_suffix(&mut redis_key);
         match cluster.redis.take(&redis_key, &self.gcra, want).await {
             Ok(mut take) => {
                 let now = self.local.now();

@@ -22,7 +22,7 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Script, ScriptInvocation};
+use redis::{Cmd, ErrorKind, Script, ServerErrorKind};
 
 use super::config::{RedisSettings, StoreFailure};
 use super::gcra::{Gcra, Take};
@@ -186,14 +186,19 @@ impl RedisStore {
             return Err(StoreError::CircuitOpen);
         }
         bump(&self.counters.calls);
-        let mut invocation = self.script.prepare_invoke();
-        invocation
-            .key(key)
+        // Built directly rather than through `ScriptInvocation`, which
+        // copies every argument twice per call.
+        let mut command = Cmd::with_capacity(8, 96 + key.len());
+        command
+            .arg("EVALSHA")
+            .arg(self.script.get_hash())
+            .arg(1)
+            .arg(key)
             .arg(gcra.emission_nanos())
             .arg(gcra.burst_offset_nanos())
             .arg(gcra.max_delay_nanos())
             .arg(want);
-        let result = self.call(&invocation).await.and_then(|(granted, debt)| {
+        let result = self.call(&command).await.and_then(|(granted, debt)| {
             if granted > u64::from(want) {
                 return Err(StoreError::Reply(format!(
                     "granted {granted} units of {want}"
@@ -209,9 +214,19 @@ impl RedisStore {
         result
     }
 
-    async fn call(&self, invocation: &ScriptInvocation<'_>) -> Result<(u64, u64), StoreError> {
+    async fn call(&self, command: &Cmd) -> Result<(u64, u64), StoreError> {
         let mut connection = self.manager.clone();
-        match tokio::time::timeout(self.timeout, invocation.invoke_async(&mut connection)).await {
+        let attempt = async {
+            match command.query_async(&mut connection).await {
+                // Redis lost its scripts (restart, SCRIPT FLUSH): load and retry once.
+                Err(error) if error.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                    self.script.load_async(&mut connection).await?;
+                    command.query_async(&mut connection).await
+                }
+                reply => reply,
+            }
+        };
+        match tokio::time::timeout(self.timeout, attempt).await {
             Ok(Ok(reply)) => Ok(reply),
             Ok(Err(error)) => {
                 bump(&self.counters.errors);

@@ -83,6 +83,7 @@ async fn serve_http<IO>(
         peer,
         peer_header: crate::headers::ip_header_value(crate::auth::ip::canonical(peer.ip())),
         https,
+        token_memo: Default::default(),
     };
     let name = frontend.name.clone();
     let header_limit = usize::try_from(frontend.limits.max_header_bytes).unwrap_or(usize::MAX);
