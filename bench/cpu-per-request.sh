@@ -26,19 +26,24 @@ gateway=$!
 trap 'kill $backend $gateway 2>/dev/null || true' EXIT
 for _ in $(seq 100); do curl -s -o /dev/null "http://$ADDR/" && break; sleep 0.1; done
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$gateway/stat"; }
+# utime and stime in clock ticks (for the split), and the on-CPU time of
+# all threads in nanoseconds (schedstat; far finer than ticks).
+cpu_now() {
+    local ns
+    ns=$(cat /proc/"$gateway"/task/*/schedstat | awk '{s += $1} END {printf "%d", s}')
+    echo "$(awk '{print $14, $15}' "/proc/$gateway/stat") $ns"
+}
 
 measure() {
     local name=$1 path=$2; shift 2
     curl -s -o /dev/null "http://$ADDR$path" "$@"
-    local before after requests
-    before=$(cpu_ticks)
+    local user0 sys0 ns0 user1 sys1 ns1 requests
+    read -r user0 sys0 ns0 < <(cpu_now)
     requests=$(taskset -c 0 wrk -t1 -c64 -d"$DURATION" "$@" "http://$ADDR$path" | awk '/requests in/ {print $1}')
-    after=$(cpu_ticks)
-    echo "$name $path $requests $((after - before))"
+    read -r user1 sys1 ns1 < <(cpu_now)
+    echo "$name $path $requests $((user1 - user0)) $((sys1 - sys0)) $((ns1 - ns0))"
 }
 
-: > "$OUT/cpu-per-request.raw"
 routes=(plain rs256 es256 ratelimit-local ratelimit-cluster ratelimit-hybrid)
 measure_route() {
     case $1 in
@@ -60,24 +65,43 @@ for round in $(seq "$ROUNDS"); do
 done
 
 python3 - "$OUT/cpu-per-request.raw" "$TICKS" > "$OUT/cpu-per-request.md" <<'PY'
-import sys, statistics
+import math, statistics, sys
 ticks = int(sys.argv[2])
-per = {}      # name -> {round: µs per request}
+
+
+def median_ci(values):
+    """Median and its ~95% confidence interval from order statistics
+    (distribution-free; 1-based ranks floor(n/2 - 0.98 sqrt(n)) and
+    ceil(1 + n/2 + 0.98 sqrt(n)))."""
+    v = sorted(values)
+    n = len(v)
+    lo = max(int(math.floor(n / 2 - 0.98 * math.sqrt(n))) - 1, 0)
+    hi = min(int(math.ceil(n / 2 + 0.98 * math.sqrt(n))), n - 1)
+    return statistics.median(v), v[lo], v[hi]
+
+
+per = {}      # name -> {round: (total µs, user share) per request}
 paths = {}
 for line in open(sys.argv[1]):
-    rnd, name, path, reqs, cpu = line.split()
+    rnd, name, path, reqs, user, system, ns = line.split()
     paths[name] = path
-    per.setdefault(name, {})[int(rnd)] = int(cpu) / ticks * 1e6 / max(int(reqs), 1)
-plain = per["plain"]
-print("CPU time of the gateway per request (µs); the ratio is plain ÷ route,")
-print("per round (the same round's plain run), then its median and range.")
+    reqs = max(int(reqs), 1)
+    share = int(user) / max(int(user) + int(system), 1)
+    per.setdefault(name, {})[int(rnd)] = (int(ns) / 1000 / reqs, share)
+plain = {r: t for r, (t, _) in per["plain"].items()}
+print("On-CPU time of the gateway per request (µs, all threads, user + kernel,")
+print("from schedstat), and its user-space share (from utime/stime). The ratio")
+print("is plain ÷ route, each round against the same round's plain run; its")
+print("median comes with a ~95% confidence interval (order statistics).")
 print()
-print("| route | CPU µs/request (median) | plain ÷ route, median | lowest | highest |")
-print("| --- | ---: | ---: | ---: | ---: |")
+print("| route | rounds | CPU µs/request (median) | user share | plain ÷ route, median | 95% CI | lowest | highest |")
+print("| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: |")
 for name, rounds in per.items():
-    ratios = [plain[r] / v for r, v in rounds.items() if r in plain and v > 0]
-    m = statistics.median(rounds.values())
-    print(f"| {name} (`{paths[name]}`) | {m:.1f} | {statistics.median(ratios):.2f} | "
-          f"{min(ratios):.2f} | {max(ratios):.2f} |")
+    ratios = [plain[r] / t for r, (t, _) in rounds.items() if r in plain and t > 0]
+    m, lo, hi = median_ci(ratios)
+    cpu = statistics.median(t for t, _ in rounds.values())
+    share = statistics.median(u for _, u in rounds.values())
+    print(f"| {name} (`{paths[name]}`) | {len(ratios)} | {cpu:.1f} | {share:.0%} | {m:.2f} | "
+          f"{lo:.2f}–{hi:.2f} | {min(ratios):.2f} | {max(ratios):.2f} |")
 PY
 cat "$OUT/cpu-per-request.md"

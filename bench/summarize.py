@@ -13,6 +13,7 @@ and prints markdown on stdout. Standard library only.
 
 from __future__ import annotations
 
+import math
 import re
 import statistics
 import sys
@@ -64,6 +65,17 @@ def read_env(path: Path) -> dict[str, str]:
 
 def median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
+
+
+def median_ci(values: list[float]) -> tuple[float, float]:
+    """A ~95% confidence interval of the median from order statistics
+    (distribution-free; 1-based ranks floor(n/2 - 0.98 sqrt(n)) and
+    ceil(1 + n/2 + 0.98 sqrt(n)))."""
+    v = sorted(values)
+    n = len(v)
+    lo = max(math.floor(n / 2 - 0.98 * math.sqrt(n)) - 1, 0)
+    hi = min(math.ceil(n / 2 + 0.98 * math.sqrt(n)), n - 1)
+    return v[lo], v[hi]
 
 
 def quartiles(values: list[float]) -> tuple[float, float, float]:
@@ -196,14 +208,16 @@ def main(argv: list[str]) -> int:
             "same round (run.sh reverses the target order every other round, so a",
             "machine that speeds up or slows down during a run biases no route):",
             "",
-            "| target | rounds | median | lowest quarter | highest quarter | min | max |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+            "| target | rounds | median | 95% CI of the median | lowest quarter | highest quarter | min | max |",
+            "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: |",
         ]
         for name, ratios in paired:
             q1, _, q3 = quartiles(ratios)
+            lo, hi = median_ci(ratios)
             lines.append(
-                f"| {name} | {len(ratios)} | {statistics.median(ratios):.2f} | {q1:.2f} | "
-                f"{q3:.2f} | {min(ratios):.2f} | {max(ratios):.2f} |"
+                f"| {name} | {len(ratios)} | {statistics.median(ratios):.2f} | "
+                f"{lo:.2f}–{hi:.2f} | {q1:.2f} | {q3:.2f} | {min(ratios):.2f} | "
+                f"{max(ratios):.2f} |"
             )
 
     if any(r["non2xx"] or r["socket"] for r in rows):

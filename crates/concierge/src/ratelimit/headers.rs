@@ -57,6 +57,31 @@ pub struct Advertised {
     /// `policy_item` as a header value: a response limited by this policy
     /// alone shares it instead of copying it.
     policy_value: Option<HeaderValue>,
+    /// The values for a request that finds its bucket full (see `with_fresh_bucket`).
+    fresh: Option<Arc<FreshBucket>>,
+}
+
+/// The header values of the decision on a full bucket: the same for every
+/// such request, and the most common decision of all (any client that
+/// stays under its rate finds its bucket full again), so built once.
+#[derive(Debug, PartialEq, Eq)]
+struct FreshBucket {
+    remaining: u32,
+    reset_secs: u64,
+    limit: u32,
+    ratelimit: HeaderValue,
+    x_limit: HeaderValue,
+    x_remaining: HeaderValue,
+    x_reset: HeaderValue,
+}
+
+impl FreshBucket {
+    fn matches(&self, decision: &Decision) -> bool {
+        decision.allowed
+            && decision.remaining == self.remaining
+            && decision.limit == self.limit
+            && ceil_secs(decision.reset_after) == self.reset_secs
+    }
 }
 
 impl Advertised {
@@ -76,7 +101,40 @@ impl Advertised {
             policy_item: Arc::from(policy_item),
             name_item: Arc::from(name_item),
             policy_value,
+            fresh: None,
         }
+    }
+
+    /// Precomputes the header values of `decision`, the policy's decision
+    /// on a full bucket.
+    pub fn with_fresh_bucket(mut self, decision: &Decision) -> Self {
+        let mut headers = RateLimitHeaders::new();
+        headers.add(&self, decision);
+        let mut map = HeaderMap::new();
+        headers.write_to(&mut map);
+        let value = |name: &HeaderName| map.get(name).cloned();
+        self.fresh = match (
+            value(&RATELIMIT),
+            value(&X_RATELIMIT_LIMIT),
+            value(&X_RATELIMIT_REMAINING),
+            value(&X_RATELIMIT_RESET),
+        ) {
+            (Some(ratelimit), Some(x_limit), Some(x_remaining), Some(x_reset))
+                if decision.allowed =>
+            {
+                Some(Arc::new(FreshBucket {
+                    remaining: decision.remaining,
+                    reset_secs: ceil_secs(decision.reset_after),
+                    limit: decision.limit,
+                    ratelimit,
+                    x_limit,
+                    x_remaining,
+                    x_reset,
+                }))
+            }
+            _ => None,
+        };
+        self
     }
 }
 
@@ -93,6 +151,8 @@ pub struct RateLimitHeaders {
     policies: String,
     /// The `RateLimit` value.
     limits: Vec<u8>,
+    /// Set instead of `limits` while the only decision is a full bucket's.
+    fresh: Option<Arc<FreshBucket>>,
     /// The most restrictive decision so far, for the `X-RateLimit-*` fields.
     tightest: Option<Decision>,
     /// The longest wait among refusing policies.
@@ -114,10 +174,18 @@ impl RateLimitHeaders {
         if decision.allowed && !policy.on_allowed {
             return;
         }
-        if self.limits.is_empty() {
+        if self.tightest.is_none() {
             self.first_policy = policy.policy_value.clone();
+            if let Some(fresh) = policy.fresh.as_ref().filter(|f| f.matches(decision)) {
+                self.fresh = Some(fresh.clone());
+                self.tightest = Some(*decision);
+                return;
+            }
             self.limits.reserve(LIMIT_ITEM_BYTES);
         } else {
+            if let Some(fresh) = self.fresh.take() {
+                self.limits.extend_from_slice(fresh.ratelimit.as_bytes());
+            }
             if self.policies.is_empty() {
                 self.policies
                     .push_str(self.first_policy.as_ref().map_or("", |v| {
@@ -154,7 +222,7 @@ impl RateLimitHeaders {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.limits.is_empty()
+        self.tightest.is_none()
     }
 
     /// Names of the policies that refused the request, for the problem body
@@ -173,6 +241,17 @@ impl RateLimitHeaders {
         let Some(tightest) = self.tightest else {
             return;
         };
+        if let Some(fresh) = &self.fresh {
+            headers.reserve(5);
+            if let Some(policy) = &self.first_policy {
+                headers.insert(RATELIMIT_POLICY, policy.clone());
+            }
+            headers.insert(RATELIMIT, fresh.ratelimit.clone());
+            headers.insert(X_RATELIMIT_LIMIT, fresh.x_limit.clone());
+            headers.insert(X_RATELIMIT_REMAINING, fresh.x_remaining.clone());
+            headers.insert(X_RATELIMIT_RESET, fresh.x_reset.clone());
+            return;
+        }
         let policy = if self.policies.is_empty() {
             self.first_policy.clone()
         } else {
@@ -362,6 +441,43 @@ mod tests {
         assert!(written(&h).is_empty());
         h.add(&quiet, &refused(10, 100, 1_000));
         assert!(!h.is_empty());
+    }
+
+    #[test]
+    fn a_full_bucket_shares_precomputed_values_and_they_match() {
+        let fresh = allowed(20, 19, 100);
+        let plain = policy("api", 100, 60, 20);
+        let quick = policy("api", 100, 60, 20).with_fresh_bucket(&fresh);
+        assert!(quick.fresh.is_some());
+        let mut slow = RateLimitHeaders::new();
+        slow.add(&plain, &fresh);
+        let mut shared = RateLimitHeaders::new();
+        shared.add(&quick, &fresh);
+        assert!(shared.fresh.is_some() && shared.limits.is_empty());
+        assert_eq!(written(&shared), written(&slow));
+        // Any other decision is written the long way.
+        for other in [
+            allowed(20, 18, 100),
+            allowed(20, 19, 1_100),
+            refused(20, 500, 900),
+        ] {
+            let mut a = RateLimitHeaders::new();
+            a.add(&quick, &other);
+            let mut b = RateLimitHeaders::new();
+            b.add(&plain, &other);
+            assert!(a.fresh.is_none());
+            assert_eq!(written(&a), written(&b));
+        }
+        // A second policy after a full bucket lists both.
+        let mut both = RateLimitHeaders::new();
+        both.add(&quick, &fresh);
+        both.add(&policy("global", 500, 1, 500), &allowed(500, 3, 400));
+        let w = written(&both);
+        assert!(w.contains(&(
+            "ratelimit".into(),
+            r#""api";r=19;t=1, "global";r=3;t=1"#.into()
+        )));
+        assert!(w.contains(&("x-ratelimit-remaining".into(), "3".into())));
     }
 
     #[test]

@@ -346,7 +346,8 @@ impl Limiter {
                 policy.rate.period_secs(),
                 burst,
                 policy.headers,
-            ),
+            )
+            .with_fresh_bucket(&gcra.take(0, 1).decision),
             gcra,
             key,
             id,
