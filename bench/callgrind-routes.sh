@@ -43,7 +43,7 @@ measure() {
 
 {
     measure startup /x
-    measure plain /x
+    measure plain /open/x
     measure rs256 /auth/x -H "Authorization: Bearer $RS"
     measure es256 /auth/x -H "Authorization: Bearer $ES"
     measure ratelimit-local /rl-local/x

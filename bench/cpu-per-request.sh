@@ -44,10 +44,11 @@ measure() {
     echo "$name $path $requests $((user1 - user0)) $((sys1 - sys0)) $((ns1 - ns0))"
 }
 
+: >"$OUT/cpu-per-request.raw"
 routes=(plain rs256 es256 ratelimit-local ratelimit-cluster ratelimit-hybrid)
 measure_route() {
     case $1 in
-    plain) measure plain /x ;;
+    plain) measure plain /open/x ;;
     rs256) measure rs256 /auth/x -H "Authorization: Bearer $RS" ;;
     es256) measure es256 /auth/x -H "Authorization: Bearer $ES" ;;
     ratelimit-local) measure ratelimit-local /rl-local/x ;;

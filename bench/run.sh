@@ -5,7 +5,8 @@
 # (concierge, nginx, haproxy), drives each with wrk and prints a markdown
 # table (also written to bench/out/latest.md). Concierge is measured on a
 # plain route and on JWT-authenticated routes (RS256 and ES256 tokens from
-# concierge-bench-tokens). See bench/README.md.
+# concierge-bench-tokens). concierge-open is a route of the same shape as
+# the authenticated and rate-limited ones, without a policy: their baseline. See bench/README.md.
 #
 # Knobs (environment variables):
 #   TARGETS          space-separated target names to run, in this order
@@ -90,6 +91,7 @@ TARGET_TABLE=$(
     cat <<EOF
 direct           http://$BACKEND_ADDR/         backend
 concierge        http://$CONCIERGE_ADDR/       concierge
+concierge-open   http://$CONCIERGE_ADDR/open/x concierge
 concierge-rs256  http://$CONCIERGE_ADDR/auth/x concierge  -H "Authorization: Bearer \$RS256_TOKEN"
 concierge-es256  http://$CONCIERGE_ADDR/auth/x concierge  -H "Authorization: Bearer \$ES256_TOKEN"
 EOF
@@ -306,6 +308,9 @@ frontends:
     routes:
       - match: { path_prefix: /auth }
         auth: { require: jwt, scopes: ["bench:read"] }
+        service: backend
+      # The baseline of the policy routes: the same shape, no policy.
+      - match: { path_prefix: /open }
         service: backend
 EOF
         # ---- RATELIMIT block: routes of the concierge-ratelimit-* targets ----

@@ -86,13 +86,16 @@ def quartiles(values: list[float]) -> tuple[float, float, float]:
 
 
 def paired_ratios(rows: list[dict]) -> list[tuple[str, list[float]]]:
-    """Per-round req/s of every other concierge route over the plain route's."""
-    plain = next((r for r in rows if r["name"] == "concierge"), None)
+    """Per-round req/s of every concierge policy route over the baseline's:
+    `concierge-open` (same route shape, no policy) when it ran, else the
+    plain `concierge` row."""
+    by_name = {r["name"]: r for r in rows}
+    plain = by_name.get("concierge-open") or by_name.get("concierge")
     if plain is None:
         return []
     out = []
     for r in rows:
-        if r["server"] != "concierge" or r is plain:
+        if r["server"] != "concierge" or r["name"] in ("concierge", "concierge-open"):
             continue
         ratios = [
             run["rps"] / plain["rounds"][i]["rps"]
@@ -201,10 +204,12 @@ def main(argv: list[str]) -> int:
         lines.append(f"| {r['name']} | " + " | ".join(cells) + " |")
 
     paired = paired_ratios(rows)
+    names = {r["name"] for r in rows}
+    baseline = "concierge-open" if "concierge-open" in names else "concierge"
     if paired:
         lines += [
             "",
-            "Paired ratios: each concierge route against concierge's plain route in the",
+            f"Paired ratios: each concierge policy route against `{baseline}` in the",
             "same round (run.sh reverses the target order every other round, so a",
             "machine that speeds up or slows down during a run biases no route):",
             "",
