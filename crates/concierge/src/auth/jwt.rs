@@ -226,7 +226,7 @@ impl Verifier {
         if let Some(hit) = self.cache.get(&digest) {
             if hit.still_good(allowed) {
                 if let Some(memo) = memo {
-                    memo.remember(self.id, token, hit.clone());
+                    memo.remember(self.id, token, &hit);
                 }
                 return Ok(hit.identity.clone());
             }
@@ -319,10 +319,10 @@ impl Verifier {
             key: verified_with,
             exp: numeric_date(&claims, "exp"),
         });
+        self.cache.insert(digest, entry.clone());
         if let Some(memo) = memo {
-            memo.remember(self.id, token.as_bytes(), entry.clone());
+            memo.remember(self.id, token.as_bytes(), &entry);
         }
-        self.cache.insert(digest, entry);
         Ok(identity)
     }
 }

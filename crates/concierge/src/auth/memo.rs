@@ -8,8 +8,13 @@
 //! buffers hold the token anyway), keeps one copy of one token, and every
 //! hit is checked exactly like a shared-cache hit: expiry, the verifying key
 //! still published, the route's accepted providers.
+//!
+//! The memo points at the shared cache's entry without owning it: an entry
+//! the cache dropped (evicted, or the whole verifier replaced by a reload)
+//! is gone from the memo too, and a long-lived connection keeps no retired
+//! provider, and no key refresher, alive.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use super::jwt::CachedIdentity;
 
@@ -22,7 +27,7 @@ struct Memo {
     /// Which verifier (configuration generation) verified the token.
     verifier: u64,
     token: Box<[u8]>,
-    entry: Arc<CachedIdentity>,
+    entry: Weak<CachedIdentity>,
 }
 
 impl TokenMemo {
@@ -36,10 +41,15 @@ impl TokenMemo {
     pub(super) fn get(&self, verifier: u64, token: &[u8]) -> Option<Arc<CachedIdentity>> {
         let last = self.last.try_lock().ok()?;
         let memo = last.as_ref()?;
-        (memo.verifier == verifier && *memo.token == *token).then(|| memo.entry.clone())
+        if memo.verifier == verifier && *memo.token == *token {
+            memo.entry.upgrade()
+        } else {
+            None
+        }
     }
 
-    pub(super) fn remember(&self, verifier: u64, token: &[u8], entry: Arc<CachedIdentity>) {
+    pub(super) fn remember(&self, verifier: u64, token: &[u8], entry: &Arc<CachedIdentity>) {
+        let entry = Arc::downgrade(entry);
         if let Ok(mut last) = self.last.try_lock() {
             match last.as_mut() {
                 // Same length: reuse the allocation.
