@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
-# CPU time the gateway spends per request on each benchmark route, read from
-# /proc/PID/stat (utime + stime) around a fixed wrk load. Throughput on a
-# shared VM swings between rounds; CPU time per request is far steadier, and
-# unlike callgrind it runs the real CPU (SHA extensions included).
+# CPU time the gateway spends per request on each benchmark route: the
+# on-CPU nanoseconds of all its threads (/proc/PID/task/*/schedstat) around a
+# wrk run, with the user/kernel split from /proc/PID/stat. Throughput on a
+# shared VM swings between rounds; CPU time per request is steadier, and
+# unlike callgrind it runs the real CPU (SHA extensions and kernel included).
+# Routes alternate order by round; each is compared with the same round's
+# baseline (`/open/x`, a policy-free route of the same shape).
 # Needs a prior `bash bench/run.sh` (config, tokens, binaries).
-# Usage: bash bench/cpu-per-request.sh   → bench/out/cpu-per-request.md
+# Knobs: ROUNDS (default 3), DURATION (default 10s).
+# Usage: ROUNDS=30 DURATION=2s bash bench/cpu-per-request.sh
+#        → bench/out/cpu-per-request.md
 set -euo pipefail
 BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$BENCH_DIR/.." && pwd)"
