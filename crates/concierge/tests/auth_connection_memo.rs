@@ -32,13 +32,18 @@ fn start_gateway(
     upstream: &Upstream,
 ) -> (GatewayProcess, SocketAddr) {
     let listen = free_addr();
-    let yaml = format!(
+    let yaml = gateway_yaml(listen, &jwks.jwks_url(), provider, upstream);
+    (GatewayProcess::start(&yaml, &[listen]), listen)
+}
+
+fn gateway_yaml(listen: SocketAddr, jwks_url: &str, provider: &str, upstream: &Upstream) -> String {
+    format!(
         r#"
 identity_providers:
   idp:
     issuer: "{ISSUER}"
     audiences: [{AUDIENCE}]
-    keys: {{ jwks_url: "{jwks}" }}
+    keys: {{ jwks_url: "{jwks_url}" }}
     algorithms: [RS256, ES256]
 {provider}
 frontends:
@@ -51,10 +56,8 @@ frontends:
 services:
   api: {{ targets: ["{upstream}"] }}
 "#,
-        jwks = jwks.jwks_url(),
         upstream = upstream.addr,
-    );
-    (GatewayProcess::start(&yaml, &[listen]), listen)
+    )
 }
 
 /// Exactly one TCP connection to the gateway, kept for every request.
@@ -183,4 +186,43 @@ async fn a_remembered_token_stops_when_its_key_is_rotated_out() {
         "a rotated-out key still verifies on the same connection:\n{}",
         gw.log_text()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_connection_keeps_no_retired_provider_alive() {
+    let key = SigningKey::ec(Algorithm::ES256, "k1");
+    let old_idp = JwksServer::start(&[&key]).await;
+    let new_idp = JwksServer::start(&[&key]).await;
+    let (upstream, _) = counting_echo().await;
+    let refresh = "    refresh_interval: 1s";
+    let (gw, listen) = start_gateway(&old_idp, refresh, &upstream);
+    let alice = key.sign(&claims(ISSUER, AUDIENCE, "alice"));
+    let mut connection = Connection::open(listen).await;
+    assert_eq!(connection.get(&alice).await, ok_as("alice"));
+
+    // The provider moves to another key server; the connection stays open,
+    // idle, with the old provider's verdict in its memo.
+    gw.rewrite_config(&gateway_yaml(
+        listen,
+        &new_idp.jwks_url(),
+        refresh,
+        &upstream,
+    ));
+    let moved = eventually(Duration::from_secs(10), async || new_idp.hits() > 0).await;
+    assert!(
+        moved,
+        "the reload did not load the new provider:\n{}",
+        gw.log_text()
+    );
+    // The retired provider's key refresher stops: its server sees no more
+    // fetches once the last reference is gone.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let settled = old_idp.hits();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        old_idp.hits(),
+        settled,
+        "the retired provider is still refreshed while the connection is open"
+    );
+    assert_eq!(connection.get(&alice).await, ok_as("alice"));
 }
