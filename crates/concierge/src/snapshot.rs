@@ -272,6 +272,11 @@ pub fn compile(
                         .cloned(),
                 )
                 .collect();
+            // The same policy attached twice (say on a frontend and on a
+            // service) shares one bucket, so it must charge a request once.
+            let mut seen = std::collections::HashSet::new();
+            let mut route_limiters = route_limiters;
+            route_limiters.retain(|limiter| seen.insert(limiter.id()));
             let compiled = RouteRt {
                 ip,
                 auth,
@@ -352,7 +357,21 @@ fn compile_providers(
             .cloned();
         all_reused &= reused.is_some();
         let provider = match reused {
-            Some(p) => p,
+            Some(p) => {
+                // A key file may have changed under an unchanged config:
+                // re-read it, keeping the old keys if the new file is bad.
+                if let Some(path) = &spanned.value.keys.file {
+                    if let Err(e) = p.keys.load_file(path) {
+                        errors.push(ConfigError::at(
+                            file,
+                            &spanned.referenced,
+                            format!("identity provider `{name}`: {e}"),
+                        ));
+                        continue;
+                    }
+                }
+                p
+            }
             None => match Provider::build(name, &spanned.value) {
                 Ok(p) => Arc::new(p),
                 Err(e) => {
@@ -366,6 +385,21 @@ fn compile_providers(
             },
         };
         providers.insert(name.clone(), provider);
+    }
+    // The token's `iss` picks the provider, so two providers with one issuer
+    // would make the choice arbitrary.
+    let mut issuers: HashMap<&str, &str> = HashMap::new();
+    for (name, spanned) in &config.identity_providers {
+        if let Some(first) = issuers.insert(&spanned.value.issuer, name) {
+            errors.push(ConfigError::at(
+                file,
+                &spanned.referenced,
+                format!(
+                    "identity provider `{name}` has the same issuer as `{first}`: `{}`",
+                    spanned.value.issuer
+                ),
+            ));
+        }
     }
     match previous {
         Some(p) if all_reused && p.verifier.providers.len() == providers.len() => {

@@ -168,6 +168,17 @@ impl CorsPolicy {
 
     /// Adds CORS headers to an actual response for a request from `origin`.
     pub fn decorate(&self, origin: Option<&HeaderValue>, out: &mut HeaderMap) {
+        // The frontend owns CORS: an upstream's own allow headers would grant
+        // origins this policy refuses.
+        for name in [
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        ] {
+            if out.contains_key(&name) {
+                out.remove(name);
+            }
+        }
         // The answer depends on Origin unless every origin gets `*`.
         if !self.is_wildcard() {
             out.append(header::VARY, HeaderValue::from_static("Origin"));

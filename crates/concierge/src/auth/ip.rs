@@ -72,10 +72,9 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .collect::<Vec<_>>();
-    for entry in entries.iter().rev() {
-        let Ok(ip) = entry.parse::<IpAddr>().map(canonical) else {
+        .map(str::trim);
+    for entry in entries.rev() {
+        let Some(ip) = parse_forwarded_addr(entry).map(canonical) else {
             // Garbage in the chain: stop at the last address we could trust.
             break;
         };
@@ -85,6 +84,26 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr
         }
     }
     client
+}
+
+/// One `X-Forwarded-For` entry: a bare address, or the `1.2.3.4:5678`,
+/// `[2001:db8::1]:5678` and `[2001:db8::1]` forms some proxies write.
+/// Failing on those would make the trusted proxy itself the client.
+fn parse_forwarded_addr(entry: &str) -> Option<IpAddr> {
+    if let Ok(ip) = entry.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    if let Some(rest) = entry.strip_prefix('[') {
+        let (host, tail) = rest.split_once(']')?;
+        let port_ok = tail.is_empty()
+            || tail
+                .strip_prefix(':')
+                .is_some_and(|p| p.parse::<u16>().is_ok());
+        return port_ok.then(|| host.parse().ok()).flatten();
+    }
+    let (host, port) = entry.rsplit_once(':')?;
+    port.parse::<u16>().ok()?;
+    host.parse::<std::net::Ipv4Addr>().ok().map(IpAddr::V4)
 }
 
 #[cfg(test)]
@@ -109,6 +128,18 @@ mod tests {
         assert!(!f.permits(ip("2001:db9::1")));
         assert!(f.permits(ip("::ffff:10.1.2.3")));
         assert!(IpFilter::new(&["nonsense".into()], &[]).is_err());
+    }
+
+    #[test]
+    fn forwarded_entries_with_ports_are_addresses() {
+        assert_eq!(parse_forwarded_addr("203.0.113.9"), Some(ip("203.0.113.9")));
+        assert_eq!(parse_forwarded_addr("203.0.113.9:443"), Some(ip("203.0.113.9")));
+        assert_eq!(parse_forwarded_addr("[2001:db8::7]:80"), Some(ip("2001:db8::7")));
+        assert_eq!(parse_forwarded_addr("[2001:db8::7]"), Some(ip("2001:db8::7")));
+        assert_eq!(parse_forwarded_addr("2001:db8::7"), Some(ip("2001:db8::7")));
+        assert_eq!(parse_forwarded_addr("[2001:db8::7]x"), None);
+        assert_eq!(parse_forwarded_addr("203.0.113.9:99999"), None);
+        assert_eq!(parse_forwarded_addr("unknown"), None);
     }
 
     #[test]

@@ -58,6 +58,10 @@ impl Provider {
         if algorithms.is_empty() {
             return Err("list at least one algorithm".into());
         }
+        if config.audiences.iter().all(|a| a.is_empty()) {
+            // `aud` must contain one of ours: with none, every token would fail.
+            return Err("list at least one audience".into());
+        }
         let source = &config.keys;
         let hs_key = match &source.hs_secret {
             Some(secret) if secret.len() < 32 => {

@@ -265,6 +265,12 @@ impl KeyStore {
             .await
             .map_err(|e| e.to_string())?;
         let set = KeySet::from_jwks(&document)?;
+        // An empty or wholly unusable set is a broken provider, not a rotation
+        // to "no keys": keeping the last good set means its tokens keep
+        // working until `max_staleness`, and then the answer is 503, not 401.
+        if set.is_empty() {
+            return Err(format!("{jwks_url} holds no usable key"));
+        }
         let count = set.len();
         self.current.store(Some(Arc::new(set)));
         Ok(count)

@@ -65,6 +65,12 @@ pub async fn handle(
     let origin = match &frontend.cors {
         Some(cors) => {
             if let Some(mut preflight) = cors.preflight(request.method(), request.headers()) {
+                if !route_permits_preflight(frontend, &request, client_ip) {
+                    return GatewayError::Forbidden(
+                        "the client address is not allowed on this route".into(),
+                    )
+                    .to_response(id.to_str().unwrap_or_default(), uri.path());
+                }
                 preflight.headers_mut().insert(X_REQUEST_ID, id);
                 return preflight;
             }
@@ -92,6 +98,33 @@ pub async fn handle(
     }
     response.headers_mut().insert(X_REQUEST_ID, id);
     response
+}
+
+/// Whether the route a preflight asks about lets `client_ip` in: a subnet
+/// blocked on one route must not learn that route's CORS answer either.
+fn route_permits_preflight(
+    frontend: &FrontendRt,
+    request: &Request<Incoming>,
+    client_ip: std::net::IpAddr,
+) -> bool {
+    let Some(method) = request
+        .headers()
+        .get(header::ACCESS_CONTROL_REQUEST_METHOD)
+        .and_then(|m| http::Method::from_bytes(m.as_bytes()).ok())
+    else {
+        return true;
+    };
+    let Ok(path) = normalize_path(request.uri().path()) else {
+        return true;
+    };
+    let host = request_host(request);
+    match frontend
+        .routes
+        .lookup(host.as_deref(), &method, &path, request.headers())
+    {
+        Lookup::Found { value, .. } => value.ip.permits(client_ip),
+        _ => true,
+    }
 }
 
 /// What the request path knows besides the request itself.
@@ -234,17 +267,21 @@ async fn enforce_rate_limits(
         service: &route.pool.name,
     };
     let mut wait = std::time::Duration::ZERO;
+    // Queue places are held until the wait is over; empty unless delaying.
+    let mut slots = Vec::new();
     for limiter in &route.limiters {
-        let outcome = limiter.check(&keys).await;
+        let (outcome, slot) = limiter.hold(limiter.check(&keys).await);
         limiter.add_headers(&outcome, &mut collected);
         if outcome.is_limited() {
             return Err(GatewayError::TooManyRequests(Box::new(collected)));
         }
+        slots.extend(slot);
         wait = wait.max(outcome.wait());
     }
     if !wait.is_zero() {
         tokio::time::sleep(wait).await;
     }
+    drop(slots);
     Ok(collected)
 }
 

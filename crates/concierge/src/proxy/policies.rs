@@ -46,7 +46,10 @@ pub async fn authenticate(
     memo: &TokenMemo,
 ) -> Result<Option<Identity>, GatewayError> {
     let policy = &route.auth;
-    let wants_jwt = matches!(policy.require, Credential::Jwt | Credential::JwtOrApiKey);
+    // A route with scope or role rules needs a verified token even when its
+    // `require` is weaker, so an unavailable key set is a 503 there too.
+    let wants_jwt = matches!(policy.require, Credential::Jwt | Credential::JwtOrApiKey)
+        || policy.needs_authorization();
     let wants_key = matches!(policy.require, Credential::ApiKey | Credential::JwtOrApiKey);
 
     let mut token_error = None;

@@ -238,6 +238,14 @@ pub struct DelaySettings {
     /// Longest a request is held. Default 500ms.
     #[serde(default = "default_max_wait")]
     pub max_wait: DurationStr,
+    /// Most requests this policy holds at once, over all its keys; beyond
+    /// that a request that would wait is refused (429). Default 10000.
+    #[serde(default = "default_max_queued")]
+    pub max_queued: u32,
+}
+
+fn default_max_queued() -> u32 {
+    10_000
 }
 
 fn default_max_wait() -> DurationStr {
@@ -250,6 +258,14 @@ impl Mode {
         match self {
             Self::Reject => Duration::ZERO,
             Self::Delay(delay) => delay.max_wait.0,
+        }
+    }
+
+    /// The most requests held at once (zero when rejecting).
+    pub fn max_queued(&self) -> u32 {
+        match self {
+            Self::Reject => 0,
+            Self::Delay(delay) => delay.max_queued,
         }
     }
 }

@@ -42,7 +42,7 @@ pub mod local;
 pub mod redis;
 mod shard_map;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -241,6 +241,19 @@ pub struct Limiter {
     id: u64,
     local: Arc<LocalStore>,
     cluster: Option<Cluster>,
+    /// Delay mode: requests held now, and the most that may be.
+    queued: AtomicU32,
+    max_queued: u32,
+}
+
+/// A place in a delay-mode policy's queue, given back when dropped (also
+/// when the client goes away mid-wait and the request future is dropped).
+pub struct QueueSlot<'a>(&'a AtomicU32);
+
+impl Drop for QueueSlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 struct Cluster {
@@ -264,6 +277,10 @@ struct Batch {
 const LEASE_MIN_HOLD_NANOS: u64 = 1_000_000_000;
 
 impl Limiter {
+    /// The policy's identity: two limiters with the same id share buckets.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
     pub fn build(policy: &RateLimitPolicy, stores: &Stores) -> Result<Self, PolicyError> {
         let mut problems = Vec::new();
         let name = policy.name.as_str();
@@ -283,6 +300,9 @@ impl Limiter {
                     "delay.max_wait must be more than 0 and at most {}s",
                     MAX_WAIT_LIMIT.as_secs()
                 ));
+            }
+            if policy.mode.max_queued() == 0 {
+                problems.push("delay.max_queued must be at least 1".to_string());
             }
         }
         let gcra = Gcra::new(policy.rate, burst, max_wait.min(MAX_WAIT_LIMIT))
@@ -353,7 +373,45 @@ impl Limiter {
             id,
             local: stores.local.clone(),
             cluster,
+            queued: AtomicU32::new(0),
+            max_queued: policy.mode.max_queued(),
         })
+    }
+
+    /// Takes a queue place for a delayed outcome. When the queue is full the
+    /// outcome becomes a refusal, retried once the wait would have passed.
+    pub fn hold(&self, outcome: Outcome) -> (Outcome, Option<QueueSlot<'_>>) {
+        let Outcome::Delay {
+            wait,
+            decision,
+            source,
+        } = outcome
+        else {
+            return (outcome, None);
+        };
+        let taken = self
+            .queued
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
+                (n < self.max_queued).then_some(n + 1)
+            })
+            .is_ok();
+        if taken {
+            return (outcome, Some(QueueSlot(&self.queued)));
+        }
+        let refused = Decision {
+            allowed: false,
+            remaining: 0,
+            retry_after: wait,
+            delay: Duration::ZERO,
+            ..decision
+        };
+        (
+            Outcome::Limited {
+                decision: refused,
+                source,
+            },
+            None,
+        )
     }
 
     pub fn name(&self) -> &str {
