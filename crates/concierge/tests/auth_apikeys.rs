@@ -105,21 +105,36 @@ async fn valid_keys_from_header_or_query_identify_the_consumer() {
         .unwrap();
     assert_consumer(response, "acme").await;
 
+    // From the query, wherever the parameter stands: the upstream sees the
+    // rest of the query exactly, and no trace of the key.
+    for (query, forwarded) in [
+        (format!("page=2&api_key={ACME_KEY}"), "/v1/products?page=2"),
+        (format!("api_key={ACME_KEY}&page=2"), "/v1/products?page=2"),
+        (
+            format!("sort=name&api_key={ACME_KEY}&page=2"),
+            "/v1/products?sort=name&page=2",
+        ),
+        (format!("api_key={ACME_KEY}"), "/v1/products"),
+    ] {
+        let response = client()
+            .get(format!("http://{listen}/v1/products?{query}"))
+            .send()
+            .await
+            .unwrap();
+        let body = assert_consumer(response, "acme").await;
+        assert_eq!(body["path"], forwarded, "{query}");
+        assert!(!body.to_string().contains(ACME_KEY), "{query}: {body}");
+    }
+    // With the key in the header, a query without the parameter is untouched.
     let response = client()
-        .get(format!(
-            "http://{listen}/v1/products?page=2&api_key={ACME_KEY}"
-        ))
+        .get(format!("http://{listen}/v1/products?page=2&api_keys=x"))
+        .header("x-api-key", GLOBEX_KEY)
         .send()
         .await
         .unwrap();
-    let body = assert_consumer(response, "acme").await;
-    assert!(
-        body["path"]
-            .as_str()
-            .unwrap()
-            .starts_with("/v1/products?page=2")
-    );
-    assert_eq!(hits.load(Ordering::SeqCst), 4);
+    let body = assert_consumer(response, "globex").await;
+    assert_eq!(body["path"], "/v1/products?page=2&api_keys=x");
+    assert_eq!(hits.load(Ordering::SeqCst), 8);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -283,3 +283,191 @@ async fn gateway_errors_carry_cors_headers_for_allowed_origins() {
     assert!(vary(response.headers()).contains(&"origin".to_string()));
     assert_eq!(s.hits.load(Ordering::SeqCst), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_ip_rules_refuse_preflights_from_denied_clients() {
+    let (upstream, hits) = counting_echo().await;
+    let listen = free_addr();
+    // The test client is 127.0.0.1: denied on /internal and on DELETE
+    // /items, let in everywhere else.
+    let yaml = format!(
+        r#"
+frontends:
+  - name: web
+    listen: {listen}
+    cors:
+      allow_origins: ["{EXACT}"]
+      allow_methods: [GET, POST, DELETE]
+    routes:
+      - match: {{ path_prefix: /internal }}
+        ip_rules: {{ deny: [127.0.0.0/8] }}
+        service: api
+      - match: {{ path_prefix: /items, methods: [DELETE] }}
+        ip_rules: {{ deny: [127.0.0.0/8] }}
+        service: api
+      - match: {{ path_prefix: /items }}
+        service: api
+      - match: {{ path_prefix: /public }}
+        service: api
+services:
+  api: {{ targets: ["{upstream}"] }}
+"#,
+        upstream = upstream.addr,
+    );
+    let _gw = GatewayProcess::start(&yaml, &[listen]);
+
+    for (path, method) in [("/internal/x", "GET"), ("/items/7", "DELETE")] {
+        let case = format!("{method} {path}");
+        let response = preflight(listen, path, EXACT, method, None).await;
+        let found = cors_headers(response.headers());
+        assert!(found.is_empty(), "{case}: {found:?}");
+        let problem = support::assert_problem(response, 403).await;
+        assert_eq!(problem["status"], 403, "{case}");
+    }
+    // The same preflight where the client is let in is answered as usual.
+    for (path, method) in [("/public/x", "GET"), ("/items/7", "GET")] {
+        let case = format!("{method} {path}");
+        let response = preflight(listen, path, EXACT, method, None).await;
+        assert_eq!(response.status(), 204, "{case}");
+        let h = response.headers();
+        assert_eq!(h["access-control-allow-origin"], EXACT, "{case}");
+        assert_eq!(
+            h["access-control-allow-methods"], "GET, POST, DELETE",
+            "{case}"
+        );
+    }
+    assert_eq!(hits.load(Ordering::SeqCst), 0, "a preflight was forwarded");
+    // The actual requests follow the same rules.
+    let response = client()
+        .get(format!("http://{listen}/internal/x"))
+        .header("origin", EXACT)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+    let response = client()
+        .get(format!("http://{listen}/items/7"))
+        .header("origin", EXACT)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+}
+
+/// An upstream with opinions of its own about CORS.
+async fn permissive_upstream() -> Upstream {
+    Upstream::start(|_req| async {
+        hyper::Response::builder()
+            .header("content-type", "text/plain")
+            .header("access-control-allow-origin", "*")
+            .header("access-control-allow-credentials", "true")
+            .header("access-control-expose-headers", "x-internal-secret")
+            .header("x-upstream", "permissive")
+            .body(support::upstream::full("hello"))
+            .expect("response")
+    })
+    .await
+}
+
+async fn get_with_origin(listen: SocketAddr, origin: Option<&str>) -> reqwest::Response {
+    let mut request = client().get(format!("http://{listen}/api/x"));
+    if let Some(origin) = origin {
+        request = request.header("origin", origin);
+    }
+    let response = request.send().await.unwrap();
+    assert_eq!(response.status(), 200, "{origin:?}");
+    assert_eq!(response.headers()["x-upstream"], "permissive");
+    response
+}
+
+fn values(headers: &HeaderMap, name: &str) -> Vec<String> {
+    headers
+        .get_all(name)
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_cors_headers_are_replaced_by_the_gateways() {
+    let upstream = permissive_upstream().await;
+    let listen = free_addr();
+    let yaml = format!(
+        r#"
+frontends:
+  - name: web
+    listen: {listen}
+    cors:
+      allow_origins: ["{EXACT}"]
+      expose_headers: [x-request-id]
+    routes:
+      - match: {{ path_prefix: /api }}
+        service: api
+services:
+  api: {{ targets: ["{upstream}"] }}
+"#,
+        upstream = upstream.addr,
+    );
+    let _gw = GatewayProcess::start(&yaml, &[listen]);
+
+    // Disallowed origins, and requests without one, get nothing the
+    // upstream offered.
+    for origin in [Some("https://evil.test"), Some("null"), None] {
+        let response = get_with_origin(listen, origin).await;
+        let found = cors_headers(response.headers());
+        assert!(found.is_empty(), "{origin:?}: {found:?}");
+        assert!(vary(response.headers()).contains(&"origin".to_string()));
+    }
+    // An allowed origin gets the gateway's answer: its origin echoed once,
+    // no credentials (the policy does not allow them), the policy's
+    // exposed headers.
+    let response = get_with_origin(listen, Some(EXACT)).await;
+    let h = response.headers();
+    assert_eq!(values(h, "access-control-allow-origin"), [EXACT]);
+    assert!(!h.contains_key("access-control-allow-credentials"), "{h:?}");
+    assert_eq!(values(h, "access-control-expose-headers"), ["x-request-id"]);
+    assert!(vary(h).contains(&"origin".to_string()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wildcard_policy_answers_star_without_vary_origin() {
+    let upstream = permissive_upstream().await;
+    let listen = free_addr();
+    let yaml = format!(
+        r#"
+frontends:
+  - name: web
+    listen: {listen}
+    cors:
+      allow_origins: ["*"]
+    routes:
+      - match: {{ path_prefix: /api }}
+        service: api
+services:
+  api: {{ targets: ["{upstream}"] }}
+"#,
+        upstream = upstream.addr,
+    );
+    let _gw = GatewayProcess::start(&yaml, &[listen]);
+
+    for origin in ["https://anyone.test", EXACT] {
+        let response = get_with_origin(listen, Some(origin)).await;
+        let h = response.headers();
+        assert_eq!(values(h, "access-control-allow-origin"), ["*"], "{origin}");
+        // Never credentials with `*`, whatever the upstream says.
+        assert!(!h.contains_key("access-control-allow-credentials"), "{h:?}");
+        assert!(!h.contains_key("access-control-expose-headers"), "{h:?}");
+        // The answer is the same for every origin: nothing to vary on.
+        assert!(!vary(h).contains(&"origin".to_string()), "{h:?}");
+    }
+    // The preflight gets `*` too.
+    let response = preflight(listen, "/api/x", "https://anyone.test", "POST", None).await;
+    assert_eq!(response.status(), 204);
+    assert_eq!(response.headers()["access-control-allow-origin"], "*");
+    assert!(
+        !response
+            .headers()
+            .contains_key("access-control-allow-credentials")
+    );
+}

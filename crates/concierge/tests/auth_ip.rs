@@ -265,3 +265,68 @@ async fn forwarded_for_is_believed_only_from_trusted_proxies() {
         assert_eq!(response.status(), 200, "direct {xff:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_for_entries_with_ports_are_client_addresses() {
+    let (upstream, hits) = counting_echo().await;
+    let (denying, allowing) = (free_addr(), free_addr());
+    let trusted = "    client_address: { trusted_proxies: [127.0.0.0/8, 10.0.0.0/8] }";
+    let yaml = config(
+        &[
+            frontend(
+                "denying",
+                denying,
+                "{ deny: [203.0.113.0/24, \"2001:db8::/32\"] }",
+                trusted,
+            ),
+            // Only the client subnets get in: the proxy (127.0.0.1) itself
+            // does not, so a client mistaken for the proxy is refused.
+            frontend(
+                "allowing",
+                allowing,
+                "{ allow: [203.0.113.0/24, \"2001:db8::/32\"] }",
+                trusted,
+            ),
+        ],
+        upstream.addr,
+    );
+    let _gw = GatewayProcess::start(&yaml, &[denying, allowing]);
+    let with_xff = async |listen: SocketAddr, xff: Option<&str>| {
+        let mut request = client().get(format!("http://{listen}/open"));
+        if let Some(xff) = xff {
+            request = request.header("x-forwarded-for", xff);
+        }
+        request.send().await.unwrap()
+    };
+
+    let in_subnets = [
+        "203.0.113.9:4711",
+        "[2001:db8::9]:443",
+        "[2001:db8::9]",
+        "203.0.113.9:4711, 10.1.2.3:8080",
+        "198.51.100.2, [2001:db8::9]:443, 10.1.2.3",
+    ];
+    for xff in in_subnets {
+        assert_forbidden(with_xff(denying, Some(xff)).await, xff).await;
+    }
+    assert_eq!(hits.load(Ordering::SeqCst), 0);
+    for xff in in_subnets {
+        let response = with_xff(allowing, Some(xff)).await;
+        assert_eq!(response.status(), 200, "allowing {xff}");
+    }
+    assert_eq!(hits.load(Ordering::SeqCst), in_subnets.len());
+
+    // Other clients written with ports are themselves, not in the subnets.
+    for xff in ["198.51.100.2:4711", "[2001:db9::9]:443"] {
+        assert_eq!(
+            with_xff(denying, Some(xff)).await.status(),
+            200,
+            "denying {xff}"
+        );
+        assert_forbidden(with_xff(allowing, Some(xff)).await, xff).await;
+    }
+    // Without the header the proxy is the client: let in by the deny list,
+    // refused by the allow list.
+    assert_eq!(with_xff(denying, None).await.status(), 200);
+    assert_forbidden(with_xff(allowing, None).await, "no header").await;
+}

@@ -220,3 +220,92 @@ fn help_lists_the_subcommands() {
         );
     }
 }
+
+#[test]
+fn validate_refuses_duplicate_issuers_naming_both_providers() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "duplicate-issuer.yaml",
+        r#"identity_providers:
+  primary:
+    issuer: https://idp.test
+    audiences: [shop-api]
+    keys: { hs_secret: "0123456789abcdef0123456789abcdef" }
+    algorithms: [HS256]
+  secondary:
+    issuer: https://idp.test
+    audiences: [other-api]
+    keys: { hs_secret: "fedcba9876543210fedcba9876543210" }
+    algorithms: [HS256]
+  tertiary:
+    issuer: https://other.test
+    audiences: [shop-api]
+    keys: { hs_secret: "fedcba9876543210fedcba9876543210" }
+    algorithms: [HS256]
+frontends:
+  - name: web
+    listen: 127.0.0.1:8080
+"#,
+    );
+    let lines = validate_errors(&path);
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    // The second provider (its settings start on line 8, column 5).
+    assert_error(
+        &lines[0],
+        &path,
+        (8, 5),
+        "identity provider `secondary` has the same issuer as `primary`: `https://idp.test`",
+    );
+}
+
+#[test]
+fn validate_refuses_a_provider_without_audiences() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, audiences) in [
+        ("no-audiences.yaml", "[]"),
+        ("blank-audience.yaml", "[\"\"]"),
+    ] {
+        let path = write(
+            dir.path(),
+            name,
+            &format!(
+                r#"identity_providers:
+  idp:
+    issuer: https://idp.test
+    audiences: {audiences}
+    keys: {{ hs_secret: "0123456789abcdef0123456789abcdef" }}
+    algorithms: [HS256]
+frontends:
+  - name: web
+    listen: 127.0.0.1:8080
+"#
+            ),
+        );
+        let lines = validate_errors(&path);
+        assert_eq!(lines.len(), 1, "{name}: {lines:#?}");
+        assert_error(
+            &lines[0],
+            &path,
+            (3, 5),
+            "identity provider `idp`: list at least one audience",
+        );
+    }
+    // The same provider with an audience is fine.
+    let path = write(
+        dir.path(),
+        "one-audience.yaml",
+        r#"identity_providers:
+  idp:
+    issuer: https://idp.test
+    audiences: [shop-api]
+    keys: { hs_secret: "0123456789abcdef0123456789abcdef" }
+    algorithms: [HS256]
+frontends:
+  - name: web
+    listen: 127.0.0.1:8080
+"#,
+    );
+    let out = concierge(&["validate", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}

@@ -209,6 +209,13 @@ services:
     }
     run.redis_elapsed = redis.clock().saturating_sub(redis_before);
     run.redis_calls = redis.script_calls() - calls_before;
+    // Thousands of decisions from six concurrent clients, yet each gateway
+    // holds one multiplexed connection (the other is this question's own).
+    assert_eq!(
+        redis.connected_clients(),
+        gateways.len() as u64 + 1,
+        "one Redis connection per gateway"
+    );
     // Every decision came from Redis: no error, no timeout, no fallback.
     for (gw, _, admin) in &gateways {
         let [calls, errors, timeouts, trips, healthy, local, allow, deny] =

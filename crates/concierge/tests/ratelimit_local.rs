@@ -662,6 +662,9 @@ async fn delay_mode_queues_within_max_wait_and_refuses_beyond() {
         service: api
       - match: { path: /queue }
         rate_limits: [{ name: queue, rate: 2/s, burst: 1, key: service, mode: { delay: { max_wait: 1s } } }]
+        service: api
+      - match: { path: /capped }
+        rate_limits: [{ name: capped, rate: 2/s, burst: 1, key: service, mode: { delay: { max_wait: 2s, max_queued: 1 } } }]
         service: api"#;
     let services = format!("  api: {{ targets: [\"{}\"] }}", upstream.addr);
     let _gw = GatewayProcess::start(&one_frontend(listen, "", routes, &services), &[listen]);
@@ -734,6 +737,80 @@ async fn delay_mode_queues_within_max_wait_and_refuses_beyond() {
         slowest.expect("admitted") >= Duration::from_secs(1),
         "the third waited a full second: {times:?}"
     );
+
+    // max_queued 1: max_wait alone would hold all five (waits up to 2s),
+    // but only one may wait at a time. The first passes at once, one waits
+    // 500ms, the other three are refused at once, uncharged: their
+    // Retry-After is when the bucket has room again without waiting.
+    let replies = burst_of("/capped", 5).await;
+    let statuses: Vec<u16> = replies.iter().map(|(_, r)| r.status).collect();
+    let times: Vec<Duration> = replies.iter().map(|(at, _)| *at).collect();
+    eprintln!("delay mode with max_queued 1: {statuses:?} after {times:?}");
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        2,
+        "{statuses:?}"
+    );
+    for (_, reply) in replies.iter().filter(|(_, r)| r.status != 200) {
+        reply.assert_too_many("capped", "queue full");
+        assert_eq!(reply.header("retry-after"), Some("1"));
+        assert!(
+            reply.elapsed < Duration::from_millis(400),
+            "refused without waiting: {:?}",
+            reply.elapsed
+        );
+    }
+    // Had the refusals been charged, the bucket would owe 2.5s by now.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let reply = get(listen, "/capped", &[]).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert!(
+        reply.elapsed < Duration::from_millis(400),
+        "the bucket was full again: {:?}",
+        reply.elapsed
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_attached_twice_charges_a_request_once() {
+    let (upstream, _) = counting_echo().await;
+    let listen = free_addr();
+    let shared = "{ name: shared, rate: 1/min, burst: 3, key: ip }";
+    let frontend = format!("    rate_limits: [{shared}]");
+    let routes = format!(
+        r#"
+      - match: {{ path: /x }}
+        rate_limits: [{shared}]
+        service: api"#
+    );
+    let services = format!(
+        "  api:\n    targets: [\"{}\"]\n    rate_limits: [{shared}]",
+        upstream.addr
+    );
+    let _gw = GatewayProcess::start(
+        &one_frontend(listen, &frontend, &routes, &services),
+        &[listen],
+    );
+    let first = Instant::now();
+    for i in 1..=3u32 {
+        let reply = get(listen, "/x", &[]).await;
+        assert_eq!(reply.status, 200, "request {i}: {}", reply.body);
+        reply.assert_limits(
+            &fields(
+                r#""shared";q=1;w=60;concierge-burst=3"#,
+                &format!(r#""shared";r={};t={}"#, 3 - i, 60 * i),
+                3,
+                3 - i,
+                u64::from(60 * i),
+                None,
+            ),
+            first,
+            &format!("request {i}"),
+        );
+    }
+    get(listen, "/x", &[])
+        .await
+        .assert_too_many("shared", "request 4");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

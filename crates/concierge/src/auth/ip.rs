@@ -133,9 +133,18 @@ mod tests {
     #[test]
     fn forwarded_entries_with_ports_are_addresses() {
         assert_eq!(parse_forwarded_addr("203.0.113.9"), Some(ip("203.0.113.9")));
-        assert_eq!(parse_forwarded_addr("203.0.113.9:443"), Some(ip("203.0.113.9")));
-        assert_eq!(parse_forwarded_addr("[2001:db8::7]:80"), Some(ip("2001:db8::7")));
-        assert_eq!(parse_forwarded_addr("[2001:db8::7]"), Some(ip("2001:db8::7")));
+        assert_eq!(
+            parse_forwarded_addr("203.0.113.9:443"),
+            Some(ip("203.0.113.9"))
+        );
+        assert_eq!(
+            parse_forwarded_addr("[2001:db8::7]:80"),
+            Some(ip("2001:db8::7"))
+        );
+        assert_eq!(
+            parse_forwarded_addr("[2001:db8::7]"),
+            Some(ip("2001:db8::7"))
+        );
         assert_eq!(parse_forwarded_addr("2001:db8::7"), Some(ip("2001:db8::7")));
         assert_eq!(parse_forwarded_addr("[2001:db8::7]x"), None);
         assert_eq!(parse_forwarded_addr("203.0.113.9:99999"), None);

@@ -270,7 +270,7 @@ async fn enforce_rate_limits(
     // Queue places are held until the wait is over; empty unless delaying.
     let mut slots = Vec::new();
     for limiter in &route.limiters {
-        let (outcome, slot) = limiter.hold(limiter.check(&keys).await);
+        let (outcome, slot) = limiter.admit(&keys).await;
         limiter.add_headers(&outcome, &mut collected);
         if outcome.is_limited() {
             return Err(GatewayError::TooManyRequests(Box::new(collected)));

@@ -241,6 +241,8 @@ pub struct Limiter {
     id: u64,
     local: Arc<LocalStore>,
     cluster: Option<Cluster>,
+    /// Delay mode: the same rate without the delay, for when the queue is full.
+    immediate: Option<Gcra>,
     /// Delay mode: requests held now, and the most that may be.
     queued: AtomicU32,
     max_queued: u32,
@@ -327,6 +329,10 @@ impl Limiter {
         if policy.scope == Scope::Cluster && stores.redis.is_none() {
             problems.push("`scope: cluster` needs the Redis store".to_string());
         }
+        let immediate = match policy.mode {
+            Mode::Delay(_) => Gcra::new(policy.rate, burst, Duration::ZERO).ok(),
+            Mode::Reject => None,
+        };
         let (Some(gcra), Some(key), true) = (gcra, key, problems.is_empty()) else {
             return Err(PolicyError {
                 policy: policy.name.clone(),
@@ -373,45 +379,10 @@ impl Limiter {
             id,
             local: stores.local.clone(),
             cluster,
+            immediate,
             queued: AtomicU32::new(0),
             max_queued: policy.mode.max_queued(),
         })
-    }
-
-    /// Takes a queue place for a delayed outcome. When the queue is full the
-    /// outcome becomes a refusal, retried once the wait would have passed.
-    pub fn hold(&self, outcome: Outcome) -> (Outcome, Option<QueueSlot<'_>>) {
-        let Outcome::Delay {
-            wait,
-            decision,
-            source,
-        } = outcome
-        else {
-            return (outcome, None);
-        };
-        let taken = self
-            .queued
-            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
-                (n < self.max_queued).then_some(n + 1)
-            })
-            .is_ok();
-        if taken {
-            return (outcome, Some(QueueSlot(&self.queued)));
-        }
-        let refused = Decision {
-            allowed: false,
-            remaining: 0,
-            retry_after: wait,
-            delay: Duration::ZERO,
-            ..decision
-        };
-        (
-            Outcome::Limited {
-                decision: refused,
-                source,
-            },
-            None,
-        )
     }
 
     pub fn name(&self) -> &str {
@@ -450,9 +421,38 @@ impl Limiter {
 
     /// Decides for an already derived key.
     pub async fn check_key(&self, key: &LimitKey<'_>) -> Outcome {
+        self.decide(key, &self.gcra).await
+    }
+
+    /// Decides one request as the proxy does: in delay mode a request that
+    /// must wait also needs a place in the policy's queue, returned with
+    /// the outcome. With the queue full, the request is decided as if the
+    /// policy rejected instead of delaying, so it passes only if it needs
+    /// no wait and, when refused, is not charged.
+    pub async fn admit(&self, request: &RequestKeys<'_>) -> (Outcome, Option<QueueSlot<'_>>) {
+        let key = self.key(request);
+        let Some(immediate) = &self.immediate else {
+            return (self.decide(&key, &self.gcra).await, None);
+        };
+        let reserved = self
+            .queued
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
+                (n < self.max_queued).then_some(n + 1)
+            })
+            .is_ok();
+        if !reserved {
+            return (self.decide(&key, immediate).await, None);
+        }
+        let slot = QueueSlot(&self.queued);
+        let outcome = self.decide(&key, &self.gcra).await;
+        let waits = !outcome.wait().is_zero();
+        (outcome, waits.then_some(slot))
+    }
+
+    async fn decide(&self, key: &LimitKey<'_>, gcra: &Gcra) -> Outcome {
         match &self.cluster {
-            None => self.check_local(key, Source::Local),
-            Some(cluster) => self.check_cluster(cluster, key).await,
+            None => self.check_local(key, gcra, Source::Local),
+            Some(cluster) => self.check_cluster(cluster, key, gcra).await,
         }
     }
 
@@ -465,13 +465,13 @@ impl Limiter {
         }
     }
 
-    fn check_local(&self, key: &LimitKey<'_>, source: Source) -> Outcome {
+    fn check_local(&self, key: &LimitKey<'_>, gcra: &Gcra, source: Source) -> Outcome {
         let hash = self.local.key_hash(self.id, key);
-        let take = self.local.take(hash, &self.gcra, 1);
+        let take = self.local.take(hash, gcra, 1);
         Outcome::new(take.decision, source)
     }
 
-    async fn check_cluster(&self, cluster: &Cluster, key: &LimitKey<'_>) -> Outcome {
+    async fn check_cluster(&self, cluster: &Cluster, key: &LimitKey<'_>, gcra: &Gcra) -> Outcome {
         let hash = self.local.key_hash(self.id, key);
         if let Some(decision) = cluster
             .leases
@@ -483,7 +483,7 @@ impl Limiter {
         let mut redis_key = String::with_capacity(cluster.key_prefix.len() + 48);
         redis_key.push_str(&cluster.key_prefix);
         key.push_redis_suffix(&mut redis_key);
-        match cluster.redis.take(&redis_key, &self.gcra, want).await {
+        match cluster.redis.take(&redis_key, gcra, want).await {
             Ok(mut take) => {
                 let now = self.local.now();
                 let extra = take.granted.saturating_sub(1);
@@ -506,18 +506,18 @@ impl Limiter {
             Err(_) => {
                 // The store counted and logged the failure.
                 cluster.redis.record_fallback(cluster.on_failure);
-                self.on_store_failure(cluster.on_failure, key)
+                self.on_store_failure(cluster.on_failure, key, gcra)
             }
         }
     }
 
-    fn on_store_failure(&self, mode: StoreFailure, key: &LimitKey<'_>) -> Outcome {
+    fn on_store_failure(&self, mode: StoreFailure, key: &LimitKey<'_>, gcra: &Gcra) -> Outcome {
         let source = Source::Fallback(mode);
         let burst = self.gcra.burst();
         match mode {
             // The policy's identity includes its scope, so these buckets
             // never mix with those of a `scope: local` policy.
-            StoreFailure::Local => self.check_local(key, source),
+            StoreFailure::Local => self.check_local(key, gcra, source),
             StoreFailure::Allow => Outcome::new(
                 Decision {
                     allowed: true,
@@ -617,6 +617,44 @@ mod tests {
         // Another client has its own bucket.
         let other = block_on(limiter.check(&keys(&headers, "192.0.2.2", None)));
         assert!(!other.is_limited());
+    }
+
+    #[test]
+    fn a_full_delay_queue_refuses_without_charging() {
+        let stores = local_stores();
+        let limiter = Limiter::build(
+            &policy("{name: q, rate: 10/s, burst: 1, key: service, mode: {delay: {max_wait: 1s, max_queued: 1}}}"),
+            &stores,
+        )
+        .unwrap();
+        let headers = HeaderMap::new();
+        let request = keys(&headers, "192.0.2.1", None);
+        block_on(async {
+            // The burst passes without waiting and without a queue place.
+            let (first, slot) = limiter.admit(&request).await;
+            assert!(first.wait().is_zero() && !first.is_limited() && slot.is_none());
+            // The next waits 100ms and holds the one place.
+            let (second, held) = limiter.admit(&request).await;
+            assert!(second.wait() > Duration::from_millis(90) && held.is_some());
+            // The queue is full: refused, retry when the next token is due.
+            let (third, none) = limiter.admit(&request).await;
+            assert!(third.is_limited() && none.is_none(), "{third:?}");
+            let retry = third.decision().retry_after;
+            assert!(
+                retry > Duration::from_millis(150) && retry <= Duration::from_millis(200),
+                "{retry:?}"
+            );
+            // Once the place is given back, the next request waits only
+            // 200ms: the refused one took nothing from the bucket.
+            drop(held);
+            let (fourth, slot) = limiter.admit(&request).await;
+            assert!(slot.is_some(), "{fourth:?}");
+            assert!(
+                fourth.wait() > Duration::from_millis(150)
+                    && fourth.wait() <= Duration::from_millis(200),
+                "{fourth:?}"
+            );
+        });
     }
 
     #[test]

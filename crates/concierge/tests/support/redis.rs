@@ -115,6 +115,15 @@ impl RedisServer {
             .sum()
     }
 
+    /// Client connections open now, the one asking included.
+    pub fn connected_clients(&self) -> u64 {
+        let info = self.command("INFO clients").expect("INFO");
+        info.lines()
+            .find_map(|l| l.strip_prefix("connected_clients:"))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no connected_clients in {info:?}"))
+    }
+
     /// Redis's clock (`TIME`), which every decision uses.
     pub fn clock(&self) -> Duration {
         let reply = self.command("TIME").expect("TIME");
