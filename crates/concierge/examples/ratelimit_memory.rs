@@ -6,8 +6,9 @@
 //! ```
 //!
 //! Each phase runs in a fresh process (so one phase's freed memory cannot
-//! flatter the next) and prints the resident set size before and after,
-//! from `/proc/self/status`.
+//! flatter the next) and prints the bytes of the store's tables (from
+//! their capacity) and the resident set size before and after, from
+//! `/proc/self/status`.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::process::{Command, ExitCode};
@@ -128,6 +129,12 @@ fn measure(phase: &str) {
             "       keys held {held} (bound {}), live keys evicted {}",
             stores.local.capacity_bound(),
             stores.local.evicted_live()
+        );
+        let tables = stores.local.table_bytes();
+        println!(
+            "       tables {:.1} MiB, {:.1} bytes per held key",
+            tables as f64 / (1024.0 * 1024.0),
+            tables as f64 / held.max(1) as f64
         );
         println!(
             "       RSS {} KiB -> {} KiB: +{:.1} MiB, {:.1} bytes per held key",

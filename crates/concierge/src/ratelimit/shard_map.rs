@@ -51,7 +51,14 @@ struct Shard<V> {
     map: Table<V>,
     /// No entry expires before this: a sweep earlier would find nothing.
     next_expiry: u64,
+    /// New keys since the last sweep. A full shard sweeps again only after
+    /// a share of its budget was inserted, so a flood of new keys with
+    /// short-lived buckets costs O(1) per insert, not a scan of the shard.
+    inserted_since_sweep: usize,
 }
+
+/// A full shard sweeps at most once per `budget / SWEEP_EVERY` new keys.
+const SWEEP_EVERY: usize = 8;
 
 pub struct ShardedMap<V> {
     shards: Box<[Mutex<Shard<V>>]>,
@@ -83,6 +90,7 @@ impl<V: Expiring> ShardedMap<V> {
                 Mutex::new(Shard {
                     map: Table::default(),
                     next_expiry: 0,
+                    inserted_since_sweep: 0,
                 })
             })
             .collect();
@@ -122,8 +130,11 @@ impl<V: Expiring> ShardedMap<V> {
         let (next, result) = f(current);
         match (current, next) {
             (_, Some(value)) => {
-                if current.is_none() && shard.make_room(now, budget) {
-                    self.evicted_live.fetch_add(1, Ordering::Relaxed);
+                if current.is_none() {
+                    if shard.make_room(now, budget) {
+                        self.evicted_live.fetch_add(1, Ordering::Relaxed);
+                    }
+                    shard.inserted_since_sweep += 1;
                 }
                 shard.next_expiry = shard.next_expiry.min(value.expires_at());
                 shard.map.insert(hash, value);
@@ -166,6 +177,28 @@ impl<V: Expiring> ShardedMap<V> {
         self.len() == 0
     }
 
+    /// Bytes of the tables' slots and control bytes, from their capacity
+    /// (what the store itself holds, whatever the allocator keeps beside).
+    pub fn table_bytes(&self) -> usize {
+        let slot = std::mem::size_of::<(u64, V)>();
+        self.shards
+            .iter()
+            .map(|s| {
+                let capacity = s
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .map
+                    .capacity();
+                if capacity == 0 {
+                    return 0;
+                }
+                // The table keeps at most 7/8 of its buckets full.
+                let buckets = (capacity * 8 / 7).next_power_of_two();
+                buckets * (slot + 1) + 16
+            })
+            .sum()
+    }
+
     /// Live entries evicted because their shard was full.
     pub fn evicted_live(&self) -> u64 {
         self.evicted_live.load(Ordering::Relaxed)
@@ -183,22 +216,26 @@ impl<V: Expiring> Shard<V> {
         if self.map.len() < budget {
             return false;
         }
-        if now >= self.next_expiry {
+        if now >= self.next_expiry && self.inserted_since_sweep >= budget / SWEEP_EVERY {
             self.sweep(now);
         }
-        let mut evicted = false;
+        let mut evicted_live = false;
         while self.map.len() >= budget {
             let victim = self
                 .map
                 .iter()
                 .take(EVICTION_SAMPLE)
                 .min_by_key(|(_, value)| value.expires_at())
-                .map(|(key, _)| *key);
-            let Some(victim) = victim else { break };
+                .map(|(key, value)| (*key, value.expires_at()));
+            let Some((victim, expires_at)) = victim else {
+                break;
+            };
             self.map.remove(&victim);
-            evicted = true;
+            // Between sweeps the sample often finds an expired entry, which
+            // held no state.
+            evicted_live |= expires_at > now;
         }
-        evicted
+        evicted_live
     }
 
     fn sweep(&mut self, now: u64) -> usize {
@@ -213,6 +250,7 @@ impl<V: Expiring> Shard<V> {
             live
         });
         self.next_expiry = next;
+        self.inserted_since_sweep = 0;
         before - self.map.len()
     }
 }
@@ -280,6 +318,31 @@ mod tests {
         }
         assert!(map.len() <= map.capacity_bound());
         assert!(map.len() >= 1000);
+    }
+
+    #[test]
+    fn a_flood_of_short_lived_keys_sweeps_a_full_shard_only_now_and_then() {
+        let map = ShardedMap::new(800, 1);
+        for key in 0..800 {
+            put(&map, key, 10 + key, 0);
+        }
+        // Everything has expired, but the shard swept a moment ago: new
+        // keys evict expired entries one at a time instead of scanning.
+        put(&map, 10_000, 5_000, 15);
+        let after_sweep = map.len();
+        assert!(after_sweep < 800, "the first new key swept: {after_sweep}");
+        for key in 1..50 {
+            put(&map, 10_000 + key, 5_000, 4_000);
+        }
+        assert_eq!(map.len(), 800, "no sweep yet: still full");
+        assert_eq!(map.evicted_live(), 0, "the evicted entries had expired");
+        // Once budget / 8 new keys arrived, a full shard sweeps again.
+        for key in 50..400 {
+            put(&map, 10_000 + key, 5_000, 4_000);
+        }
+        assert_eq!(map.len(), 400, "only the new keys are left");
+        assert_eq!(map.sweep(4_000), 0, "the inserts swept the expired keys");
+        assert_eq!(map.evicted_live(), 0);
     }
 
     #[test]
