@@ -728,3 +728,312 @@ services:
         "{body}"
     );
 }
+
+/// One provider `idp` with `provider` as its `keys:` and extra settings, in
+/// front of `upstream` on `/api` (which requires a token); `extra` goes at
+/// the top of the file (e.g. an admin listener).
+fn single_provider_config(
+    listen: SocketAddr,
+    provider: &str,
+    extra: &str,
+    upstream: &Upstream,
+) -> String {
+    format!(
+        r#"
+{extra}
+identity_providers:
+  idp:
+    issuer: {ISSUER}
+    audiences: [{AUDIENCE}]
+{provider}
+frontends:
+  - name: web
+    listen: {listen}
+    auth: {{ require: jwt }}
+    routes:
+      - match: {{ path_prefix: /api }}
+        service: api
+services:
+  api: {{ targets: ["{upstream}"] }}
+"#,
+        upstream = upstream.addr,
+    )
+}
+
+async fn reload(admin: SocketAddr) -> (u16, Value) {
+    let response = client()
+        .post(format!("http://{admin}/reload"))
+        .send()
+        .await
+        .expect("reload");
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("reload JSON"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pem_key_file_verifies_and_is_reread_on_reload() {
+    let first = SigningKey::ec(Algorithm::ES256, "first");
+    let second = SigningKey::ec(Algorithm::ES256, "second");
+    let (upstream, upstream_hits) = counting_echo().await;
+    let (listen, admin) = (free_addr(), free_addr());
+    let dir = tempfile::tempdir().unwrap();
+    let pem = dir.path().join("idp.pem");
+    std::fs::write(&pem, first.public_pem()).unwrap();
+    let config = dir.path().join("concierge.yaml");
+    std::fs::write(
+        &config,
+        single_provider_config(
+            listen,
+            &format!(
+                "    keys: {{ file: \"{}\" }}\n    algorithms: [ES256]",
+                pem.display()
+            ),
+            &format!("server:\n  watch_config: false\nadmin:\n  listen: {admin}"),
+            &upstream,
+        ),
+    )
+    .unwrap();
+    let gw = GatewayProcess::start_in(dir, config, &[listen, admin]);
+
+    // A PEM file holds one key without a kid: tokens name none.
+    let old = first.sign_with_kid(&claims(ISSUER, AUDIENCE, "alice"), None);
+    let new = second.sign_with_kid(&claims(ISSUER, AUDIENCE, "bob"), None);
+    let headers = assert_ok(get(listen, "/api/x", Some(&old)).await, "first key").await;
+    assert_eq!(headers["x-user-id"], "alice");
+    assert_ok(get(listen, "/api/x", Some(&old)).await, "first key, cached").await;
+    assert_invalid_token(get(listen, "/api/x", Some(&new)).await, "not yet", &[]).await;
+
+    // The key file is replaced; the configuration text stays the same.
+    std::fs::write(&pem, second.public_pem()).unwrap();
+    let (status, body) = reload(admin).await;
+    assert_eq!(status, 200, "{body}\n{}", gw.log_text());
+    assert_eq!(body["reloaded"], true);
+    let headers = assert_ok(get(listen, "/api/x", Some(&new)).await, "second key").await;
+    assert_eq!(headers["x-user-id"], "bob");
+    // The old key's tokens are refused, the cached one included.
+    assert_invalid_token(get(listen, "/api/x", Some(&old)).await, "old, cached", &[]).await;
+    let fresh_old = first.sign_with_kid(&claims(ISSUER, AUDIENCE, "carol"), None);
+    assert_invalid_token(
+        get(listen, "/api/x", Some(&fresh_old)).await,
+        "old, fresh",
+        &[],
+    )
+    .await;
+
+    // A broken file is refused by the reload and changes nothing.
+    std::fs::write(
+        &pem,
+        "-----BEGIN PUBLIC KEY-----\nnonsense\n-----END PUBLIC KEY-----\n",
+    )
+    .unwrap();
+    let (status, body) = reload(admin).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["reloaded"], false);
+    assert!(body["errors"].to_string().contains("idp"), "{body}");
+    assert_ok(get(listen, "/api/x", Some(&new)).await, "after a bad file").await;
+    assert_invalid_token(get(listen, "/api/x", Some(&old)).await, "still old", &[]).await;
+    assert_eq!(upstream_hits.load(Ordering::SeqCst), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hs_secret_from_an_environment_variable() {
+    const VAR: &str = "CONCIERGE_TEST_IDP_HS256_SIGNING_SECRET";
+    let secret = format!("env-secret-{:032x}", rand::random::<u128>());
+    let (upstream, upstream_hits) = counting_echo().await;
+    let listen = free_addr();
+    let yaml = single_provider_config(
+        listen,
+        &format!("    keys: {{ hs_secret: \"${{{VAR}}}\" }}\n    algorithms: [HS256]"),
+        "",
+        &upstream,
+    );
+    assert!(yaml.contains(&format!("\"${{{VAR}}}\"")), "{yaml}");
+    let _gw = GatewayProcess::start_with_env(&yaml, &[(VAR, &secret)], &[listen]);
+
+    let token = sign_hs256_with(secret.as_bytes(), &claims(ISSUER, AUDIENCE, "svc"), None);
+    let headers = assert_ok(get(listen, "/api/x", Some(&token)).await, "env secret").await;
+    assert_eq!(headers["x-user-id"], "svc");
+    // The placeholder text is not the secret, and neither is anything else.
+    let literal = format!("${{{VAR}}}");
+    assert!(literal.len() >= 32);
+    for (case, wrong) in [
+        ("the placeholder", literal.as_str()),
+        ("another secret", HS_SECRET),
+    ] {
+        let token = sign_hs256_with(wrong.as_bytes(), &claims(ISSUER, AUDIENCE, "eve"), None);
+        assert_invalid_token(get(listen, "/api/x", Some(&token)).await, case, &[&secret]).await;
+    }
+    assert_eq!(upstream_hits.load(Ordering::SeqCst), 1);
+}
+
+/// `claims` padded with a `pad` claim so the ES256 token `key` signs comes
+/// out as long as possible without exceeding `limit` (`at_most`) or as
+/// short as possible beyond it.
+fn padded_token(key: &SigningKey, limit: usize, at_most: bool) -> String {
+    let base = claims(ISSUER, AUDIENCE, "padded");
+    let sign = |n: usize| {
+        let mut claims = base.clone();
+        claims["pad"] = "x".repeat(n).into();
+        key.sign(&claims)
+    };
+    let mut n = (limit - sign(0).len()) * 3 / 4;
+    while sign(n).len() > limit {
+        n -= 1;
+    }
+    while sign(n + 1).len() <= limit {
+        n += 1;
+    }
+    if at_most { sign(n) } else { sign(n + 1) }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_leeway_is_30s_and_default_max_token_size_8kib() {
+    let key = SigningKey::ec(Algorithm::ES256, "k");
+    let jwks = JwksServer::start(&[&key]).await;
+    let (upstream, _) = counting_echo().await;
+    let listen = free_addr();
+    // Neither `leeway` nor `max_token_bytes` is set.
+    let yaml = single_provider_config(
+        listen,
+        &format!(
+            "    keys: {{ jwks_url: \"{}\" }}\n    algorithms: [ES256]",
+            jwks.jwks_url()
+        ),
+        "",
+        &upstream,
+    );
+    let _gw = GatewayProcess::start(&yaml, &[listen]);
+    let now = now();
+    let token = |extra: Value| key.sign(&claims_with(ISSUER, AUDIENCE, "alice", extra));
+    let long_ago = now - 3600;
+    for (case, extra) in [
+        (
+            "expired 20s ago",
+            json!({"iat": long_ago, "nbf": long_ago, "exp": now - 20}),
+        ),
+        ("valid in 20s", json!({"nbf": now + 20})),
+        ("issued 20s ahead", json!({"iat": now + 20})),
+    ] {
+        assert_ok(get(listen, "/api/x", Some(&token(extra))).await, case).await;
+    }
+    for (case, extra, detail) in [
+        (
+            "expired 60s ago",
+            json!({"iat": long_ago, "nbf": long_ago, "exp": now - 60}),
+            "expired",
+        ),
+        ("valid in 60s", json!({"nbf": now + 60}), "not valid yet"),
+        ("issued 60s ahead", json!({"iat": now + 60}), "future"),
+    ] {
+        let body =
+            assert_invalid_token(get(listen, "/api/x", Some(&token(extra))).await, case, &[]).await;
+        assert!(
+            body["detail"].as_str().unwrap().contains(detail),
+            "{case}: {body}"
+        );
+    }
+
+    let under = padded_token(&key, 8192, true);
+    let over = padded_token(&key, 8192, false);
+    assert!((8190..=8192).contains(&under.len()), "{}", under.len());
+    assert!((8193..=8195).contains(&over.len()), "{}", over.len());
+    let headers = assert_ok(get(listen, "/api/x", Some(&under)).await, "under 8KiB").await;
+    assert_eq!(headers["x-user-id"], "padded");
+    let body =
+        assert_invalid_token(get(listen, "/api/x", Some(&over)).await, "over 8KiB", &[]).await;
+    assert!(
+        body["detail"].as_str().unwrap().contains("too large"),
+        "{body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jku_x5u_and_embedded_jwk_headers_are_never_followed() {
+    let key = SigningKey::ec(Algorithm::ES256, "k1");
+    let jwks = JwksServer::start(&[&key]).await;
+    // The attacker's own key, also under the provider's kid, published on a
+    // server of the attacker's.
+    let attacker = SigningKey::ec(Algorithm::ES256, "k1");
+    let attacker_jwks = JwksServer::start(&[&attacker]).await;
+    let (x5u_server, x5u_hits) = counting_echo().await;
+    let (upstream, upstream_hits) = counting_echo().await;
+    let listen = free_addr();
+    let yaml = single_provider_config(
+        listen,
+        &format!(
+            "    keys: {{ jwks_url: \"{}\" }}\n    algorithms: [ES256]\n    min_refetch_interval: 1h",
+            jwks.jwks_url()
+        ),
+        "",
+        &upstream,
+    );
+    let _gw = GatewayProcess::start(&yaml, &[listen]);
+    let good = key.sign(&claims(ISSUER, AUDIENCE, "alice"));
+    assert_ok(get(listen, "/api/x", Some(&good)).await, "the real key").await;
+
+    let embedded: jsonwebtoken::jwk::Jwk =
+        serde_json::from_value(attacker.jwk()).expect("attacker JWK");
+    let jku = attacker_jwks.jwks_url();
+    let x5u = format!("http://{}/cert.pem", x5u_server.addr);
+    let header = |kid: Option<&str>, jwk: bool, jku: Option<&str>, x5u: Option<&str>| {
+        let mut header = jsonwebtoken::Header::new(Algorithm::ES256);
+        header.kid = kid.map(str::to_string);
+        header.jwk = jwk.then(|| embedded.clone());
+        header.jku = jku.map(str::to_string);
+        header.x5u = x5u.map(str::to_string);
+        header
+    };
+    let cases = [
+        ("jwk, provider's kid", header(Some("k1"), true, None, None)),
+        ("jwk, no kid", header(None, true, None, None)),
+        ("jwk, unknown kid", header(Some("evil"), true, None, None)),
+        (
+            "jku, provider's kid",
+            header(Some("k1"), false, Some(&jku), None),
+        ),
+        (
+            "jku, unknown kid",
+            header(Some("evil"), false, Some(&jku), None),
+        ),
+        ("jku, no kid", header(None, false, Some(&jku), None)),
+        (
+            "x5u, provider's kid",
+            header(Some("k1"), false, None, Some(&x5u)),
+        ),
+        (
+            "x5u, unknown kid",
+            header(Some("evil"), false, None, Some(&x5u)),
+        ),
+        ("all three", header(None, true, Some(&jku), Some(&x5u))),
+        (
+            "all three, kid",
+            header(Some("k1"), true, Some(&jku), Some(&x5u)),
+        ),
+    ];
+    for (case, header) in &cases {
+        let token = attacker.sign_with_header(header, &claims(ISSUER, AUDIENCE, "mallory"));
+        // The header really carries what the case says.
+        let decoded = jsonwebtoken::decode_header(&token).expect("header");
+        assert_eq!(decoded.jku, header.jku, "{case}");
+        assert_eq!(decoded.x5u, header.x5u, "{case}");
+        assert_eq!(decoded.jwk.is_some(), header.jwk.is_some(), "{case}");
+        assert_invalid_token(get(listen, "/api/x", Some(&token)).await, case, &[]).await;
+    }
+    assert_eq!(
+        (attacker_jwks.hits(), attacker_jwks.discovery_hits()),
+        (0, 0),
+        "the gateway fetched the attacker's key set"
+    );
+    assert_eq!(
+        x5u_hits.load(Ordering::SeqCst),
+        0,
+        "the gateway followed x5u"
+    );
+    assert_eq!(upstream_hits.load(Ordering::SeqCst), 1);
+    // The provider's own key still works.
+    assert_ok(
+        get(listen, "/api/x", Some(&good)).await,
+        "the real key again",
+    )
+    .await;
+}

@@ -8,6 +8,7 @@ mod support;
 mod tokens;
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use jsonwebtoken::Algorithm;
@@ -499,4 +500,216 @@ services:
     assert_eq!(status(listen, &other_token).await, 200);
     assert_eq!(status(listen, &token).await, 200);
     assert_eq!((jwks.hits(), other.hits()), (1, 1));
+}
+
+/// A gateway whose frontend does not require a token (`require` is
+/// `frontend_require`, or unset), with role and scope routes that need one
+/// anyway and an open route.
+fn authorization_gateway(
+    jwks: &JwksServer,
+    provider: &str,
+    frontend_require: Option<&str>,
+    upstream: &Upstream,
+) -> (GatewayProcess, SocketAddr) {
+    let listen = free_addr();
+    let auth =
+        frontend_require.map_or(String::new(), |r| format!("    auth: {{ require: {r} }}\n"));
+    let yaml = format!(
+        r#"
+identity_providers:
+  idp:
+    issuer: "{ISSUER}"
+    audiences: [{AUDIENCE}]
+    keys: {{ jwks_url: "{jwks}" }}
+    algorithms: [ES256]
+{provider}
+frontends:
+  - name: web
+    listen: {listen}
+{auth}    routes:
+      - match: {{ path_prefix: /admin }}
+        auth: {{ roles: [admin] }}
+        service: api
+      - match: {{ path_prefix: /orders }}
+        auth: {{ scopes: ["orders:read"] }}
+        service: api
+      - match: {{ path_prefix: /open }}
+        service: api
+services:
+  api: {{ targets: ["{upstream}"] }}
+"#,
+        jwks = jwks.jwks_url(),
+        upstream = upstream.addr,
+    );
+    (GatewayProcess::start(&yaml, &[listen]), listen)
+}
+
+async fn get_path(listen: SocketAddr, path: &str, token: &str) -> reqwest::Response {
+    client()
+        .get(format!("http://{listen}{path}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("request")
+}
+
+/// A token that passes both the role and the scope route.
+fn privileged_token(key: &SigningKey, subject: &str) -> String {
+    key.sign(&tokens::claims_with(
+        ISSUER,
+        AUDIENCE,
+        subject,
+        serde_json::json!({"role": "admin", "scope": "orders:read"}),
+    ))
+}
+
+/// Asserts the 503 of an unavailable provider: problem+json, `Retry-After`,
+/// no challenge (the token is not at fault).
+async fn assert_unavailable(response: reqwest::Response, case: &str) {
+    assert_eq!(response.status(), 503, "{case}");
+    assert_eq!(response.headers()["retry-after"], "1", "{case}");
+    assert!(
+        response.headers().get("www-authenticate").is_none(),
+        "{case}: the token is not at fault"
+    );
+    support::assert_problem(response, 503).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn role_and_scope_routes_answer_503_when_the_provider_is_down_from_the_start() {
+    for frontend_require in [None, Some("none")] {
+        let key = SigningKey::ec(Algorithm::ES256, "k1");
+        let jwks = JwksServer::start(&[&key]).await;
+        jwks.set_failing(true);
+        let (upstream, upstream_hits) = counting_echo().await;
+        let (gw, listen) = authorization_gateway(
+            &jwks,
+            "    refresh_interval: 1s\n    min_refetch_interval: 1s",
+            frontend_require,
+            &upstream,
+        );
+        assert!(jwks.hits() >= 1, "the start-up fetch was not even tried");
+        let token = privileged_token(&key, "alice");
+        for path in ["/admin/x", "/orders/x"] {
+            let case = format!("require {frontend_require:?}, {path}");
+            assert_unavailable(get_path(listen, path, &token).await, &case).await;
+            // Without a token there is nothing to verify: still a 401.
+            let response = client()
+                .get(format!("http://{listen}{path}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 401, "{case}, no token");
+        }
+        assert_eq!(upstream_hits.load(Ordering::SeqCst), 0);
+        // On the open route the unverifiable token just means anonymous.
+        let response = get_path(listen, "/open/x", &token).await;
+        assert_eq!(response.status(), 200);
+        let body: Value = response.json().await.unwrap();
+        assert!(body["headers"].get("x-user-id").is_none(), "{body}");
+
+        // The provider comes back: the same token is let in.
+        jwks.set_failing(false);
+        let recovered = eventually(Duration::from_secs(5), async || {
+            get_path(listen, "/admin/x", &token).await.status() == 200
+        })
+        .await;
+        assert!(recovered, "still refusing:\n{}", gw.log_text());
+        assert_eq!(get_path(listen, "/orders/x", &token).await.status(), 200);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn role_and_scope_routes_answer_503_when_the_keys_are_stale() {
+    let key = SigningKey::ec(Algorithm::ES256, "k1");
+    let jwks = JwksServer::start(&[&key]).await;
+    let (upstream, _) = counting_echo().await;
+    let (_gw, listen) = authorization_gateway(
+        &jwks,
+        "    refresh_interval: 300ms\n    max_staleness: 1s",
+        Some("none"),
+        &upstream,
+    );
+    let cached = privileged_token(&key, "alice");
+    for path in ["/admin/x", "/orders/x"] {
+        assert_eq!(
+            get_path(listen, path, &cached).await.status(),
+            200,
+            "{path}"
+        );
+    }
+    jwks.set_failing(true);
+    let stale = eventually(Duration::from_secs(5), async || {
+        get_path(listen, "/admin/x", &cached).await.status() == 503
+    })
+    .await;
+    assert!(stale, "the keys never went stale");
+    let fresh = privileged_token(&key, "bob");
+    for path in ["/admin/x", "/orders/x"] {
+        for (case, token) in [("cached", &cached), ("fresh", &fresh)] {
+            let case = format!("{case} {path}");
+            assert_unavailable(get_path(listen, path, token).await, &case).await;
+        }
+    }
+    // A token without the role is no better off: the key set decides first.
+    let customer = key.sign(&tokens::claims_with(
+        ISSUER,
+        AUDIENCE,
+        "carol",
+        serde_json::json!({"role": "customer"}),
+    ));
+    assert_unavailable(get_path(listen, "/admin/x", &customer).await, "customer").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_or_unusable_key_set_keeps_the_last_good_keys() {
+    let key = SigningKey::ec(Algorithm::ES256, "k1");
+    let jwks = JwksServer::start(&[&key]).await;
+    let (upstream, _) = counting_echo().await;
+    let (gw, listen) = start_gateway(
+        ISSUER,
+        &jwks_keys(&jwks),
+        "    refresh_interval: 300ms\n    min_refetch_interval: 1h",
+        &upstream,
+    );
+    let cached = key.sign(&claims(ISSUER, AUDIENCE, "alice"));
+    assert_eq!(status(listen, &cached).await, 200);
+
+    // Nothing published, then only keys the gateway cannot use (a
+    // symmetric key, an encryption key, garbage).
+    let mut encryption = key.jwk();
+    encryption["use"] = "enc".into();
+    encryption["kid"] = "k1".into();
+    let unusable = serde_json::json!({"keys": [
+        {"kty": "oct", "kid": "k1", "k": "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0"},
+        encryption,
+        {"kty": "EC", "kid": "k1", "crv": "P-256"},
+    ]});
+    for (case, document) in [
+        ("empty", serde_json::json!({"keys": []})),
+        ("unusable", unusable),
+    ] {
+        jwks.set_document(document);
+        let published = jwks.hits();
+        wait_for_hits(&jwks, published + 3, Duration::from_secs(5)).await;
+        // Both the cached token and one never seen still verify.
+        assert_eq!(status(listen, &cached).await, 200, "{case}: cached");
+        let fresh = key.sign(&claims(ISSUER, AUDIENCE, &format!("bob-{case}")));
+        assert_eq!(
+            status(listen, &fresh).await,
+            200,
+            "{case}: fresh\n{}",
+            gw.log_text()
+        );
+    }
+    assert!(gw.log_text().contains("holds no usable key"));
+
+    // A real rotation still goes through.
+    let next = SigningKey::ec(Algorithm::ES256, "k2");
+    jwks.set_keys(&[&next]);
+    let rotated = jwks.hits();
+    wait_for_hits(&jwks, rotated + 2, Duration::from_secs(5)).await;
+    assert_invalid_token(get(listen, &cached).await, "rotated out", &[]).await;
+    let token = next.sign(&claims(ISSUER, AUDIENCE, "carol"));
+    assert_eq!(status(listen, &token).await, 200);
 }

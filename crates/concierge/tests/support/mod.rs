@@ -41,7 +41,25 @@ impl GatewayProcess {
         Self::start_in(dir, config, wait_for)
     }
 
+    /// Like [`Self::start`], with extra environment variables for the
+    /// process (for `${NAME}` substitution in the config).
+    pub fn start_with_env(yaml: &str, env: &[(&str, &str)], wait_for: &[SocketAddr]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("concierge.yaml");
+        std::fs::write(&config, yaml).expect("write config");
+        Self::start_in_with_env(dir, config, env, wait_for)
+    }
+
     pub fn start_in(dir: tempfile::TempDir, config: PathBuf, wait_for: &[SocketAddr]) -> Self {
+        Self::start_in_with_env(dir, config, &[], wait_for)
+    }
+
+    pub fn start_in_with_env(
+        dir: tempfile::TempDir,
+        config: PathBuf,
+        env: &[(&str, &str)],
+        wait_for: &[SocketAddr],
+    ) -> Self {
         let log = dir.path().join("gateway.log");
         let log_file = std::fs::File::create(&log).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_concierge"))
@@ -49,6 +67,7 @@ impl GatewayProcess {
             .arg(&config)
             .env("CONCIERGE_LOG", "info,concierge=debug")
             .env_remove("RUST_LOG")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log_file)
             .spawn()

@@ -236,6 +236,12 @@ impl SigningKey {
         self.sign_with_kid(claims, self.kid.as_deref())
     }
 
+    /// Signs `claims` under `header` as it is (its `alg` should be this
+    /// key's): for headers carrying `jku`, `x5u`, `jwk` and the like.
+    pub fn sign_with_header(&self, header: &Header, claims: &Value) -> String {
+        jsonwebtoken::encode(header, claims, &self.encoding_key()).expect("sign")
+    }
+
     /// Signs `claims`, naming `kid` in the header whatever this key's own is.
     pub fn sign_with_kid(&self, claims: &Value, kid: Option<&str>) -> String {
         let mut header = Header::new(self.alg);
