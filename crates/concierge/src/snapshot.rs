@@ -351,27 +351,16 @@ fn compile_providers(
     let mut providers = HashMap::new();
     let mut all_reused = true;
     for (name, spanned) in &config.identity_providers {
+        // A provider with a key file is built afresh, so a reload re-reads
+        // the file even when the config did not change; the running
+        // snapshot keeps its own keys until the new one is published.
         let reused = previous
             .and_then(|p| p.verifier.providers.get(name))
-            .filter(|p| p.config == spanned.value)
+            .filter(|p| p.config == spanned.value && spanned.value.keys.file.is_none())
             .cloned();
         all_reused &= reused.is_some();
         let provider = match reused {
-            Some(p) => {
-                // A key file may have changed under an unchanged config:
-                // re-read it, keeping the old keys if the new file is bad.
-                if let Some(path) = &spanned.value.keys.file {
-                    if let Err(e) = p.keys.load_file(path) {
-                        errors.push(ConfigError::at(
-                            file,
-                            &spanned.referenced,
-                            format!("identity provider `{name}`: {e}"),
-                        ));
-                        continue;
-                    }
-                }
-                p
-            }
+            Some(p) => p,
             None => match Provider::build(name, &spanned.value) {
                 Ok(p) => Arc::new(p),
                 Err(e) => {

@@ -810,6 +810,13 @@ async fn pem_key_file_verifies_and_is_reread_on_reload() {
     assert_eq!(body["reloaded"], true);
     let headers = assert_ok(get(listen, "/api/x", Some(&new)).await, "second key").await;
     assert_eq!(headers["x-user-id"], "bob");
+    // The file's key has no kid, so it also verifies tokens that name one.
+    let named = second.sign_with_kid(&claims(ISSUER, AUDIENCE, "dave"), Some("idp-2026"));
+    assert_ok(
+        get(listen, "/api/x", Some(&named)).await,
+        "second key, a kid",
+    )
+    .await;
     // The old key's tokens are refused, the cached one included.
     assert_invalid_token(get(listen, "/api/x", Some(&old)).await, "old, cached", &[]).await;
     let fresh_old = first.sign_with_kid(&claims(ISSUER, AUDIENCE, "carol"), None);
@@ -832,7 +839,33 @@ async fn pem_key_file_verifies_and_is_reread_on_reload() {
     assert!(body["errors"].to_string().contains("idp"), "{body}");
     assert_ok(get(listen, "/api/x", Some(&new)).await, "after a bad file").await;
     assert_invalid_token(get(listen, "/api/x", Some(&old)).await, "still old", &[]).await;
-    assert_eq!(upstream_hits.load(Ordering::SeqCst), 4);
+
+    // A good file with a config refused for another reason (found after
+    // the providers are built) changes nothing either: the running
+    // snapshot keeps its keys.
+    std::fs::write(&pem, first.public_pem()).unwrap();
+    let text = std::fs::read_to_string(&gw.config).unwrap();
+    let broken = text.replace(
+        "    auth: { require: jwt }\n",
+        "    auth: { require: jwt }\n    cors: { allow_origins: [\"*\"], allow_credentials: true }\n",
+    );
+    assert_ne!(broken, text);
+    gw.rewrite_config(&broken);
+    let (status, body) = reload(admin).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["reloaded"], false);
+    assert_ok(
+        get(listen, "/api/x", Some(&new)).await,
+        "after a refused reload",
+    )
+    .await;
+    assert_invalid_token(
+        get(listen, "/api/x", Some(&fresh_old)).await,
+        "a refused reload",
+        &[],
+    )
+    .await;
+    assert_eq!(upstream_hits.load(Ordering::SeqCst), 6);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -305,7 +305,13 @@ impl KeyStore {
 
     fn find(set: &KeySet, kid: Option<&str>, family: AlgorithmFamily) -> Option<Arc<VerifyKey>> {
         match kid {
-            Some(kid) => set.by_kid.get(kid).cloned(),
+            // A key published without a kid (a PEM file, say) may sign
+            // tokens that name one: use it when it is the only candidate.
+            Some(kid) => set.by_kid.get(kid).cloned().or_else(|| {
+                let mut candidates = set.anonymous.iter().filter(|k| k.family == family);
+                let first = candidates.next()?;
+                candidates.next().is_none().then(|| first.clone())
+            }),
             None => {
                 // Without a kid, accept only an unambiguous key of the right family.
                 let mut candidates = set
