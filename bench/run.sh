@@ -69,6 +69,7 @@ AUTH_DIR="$OUT/auth" # jwks.json, rs256.jwt, es256.jwt (concierge-bench-tokens)
 
 BACKEND_ADDR=127.0.0.1:18000
 CONCIERGE_ADDR=127.0.0.1:18080
+CONCIERGE_ADMIN=127.0.0.1:18099
 NGINX_ADDR=127.0.0.1:18081
 HAPROXY_ADDR=127.0.0.1:18082
 
@@ -294,8 +295,12 @@ write_concierge_config() {
     {
         # The cluster limiters use the machine's Redis (REDIS_URL).
         cat <<EOF
+admin:
+  listen: $CONCIERGE_ADMIN
+# The default Redis timeout: a cluster row is only honest if every decision
+# came from Redis, which redis_report checks after the rounds.
 rate_limit:
-  redis: { url: "${REDIS_URL:-redis://127.0.0.1:6379}", timeout: 50ms, key_prefix: "concierge-bench:" }
+  redis: { url: "${REDIS_URL:-redis://127.0.0.1:6379}", key_prefix: "concierge-bench:" }
 identity_providers:
   bench:
     issuer: https://bench.concierge
@@ -552,8 +557,44 @@ main() {
     done
 
     python3 "$BENCH_DIR/summarize.py" "$OUT" >"$OUT/latest.md"
+    local redis_ok=0
+    redis_report >>"$OUT/latest.md" || redis_ok=$?
     cat "$OUT/latest.md"
     log "wrote $OUT/latest.md"
+    ((redis_ok == 0)) || die "some cluster decisions did not come from Redis (see $OUT/latest.md)"
+}
+
+# After the rounds: did every cluster decision come from Redis? A timeout or
+# a fallback would mean the cluster rows partly measured the local limiter.
+# Also what Redis itself spent per script call. Fails when any fell back.
+redis_report() {
+    local t wanted=0
+    for t in "${SELECTED[@]}"; do
+        [[ "$t" == concierge-ratelimit-cluster || "$t" == concierge-ratelimit-hybrid ]] && wanted=1
+    done
+    ((wanted)) || return 0
+    local metrics
+    metrics=$(curl -sS --max-time 5 "http://$CONCIERGE_ADMIN/metrics") || {
+        printf '\nRedis check: the admin /metrics did not answer.\n'
+        return 1
+    }
+    sample() { awk -v name="$1" '$1 == name || index($1, name "{") == 1 {sum += $2} END {printf "%d", sum}' <<<"$metrics"; }
+    local calls errors timeouts fallbacks
+    calls=$(sample concierge_ratelimit_redis_calls_total)
+    errors=$(sample concierge_ratelimit_redis_errors_total)
+    timeouts=$(sample concierge_ratelimit_redis_timeouts_total)
+    fallbacks=$(sample concierge_ratelimit_fallback_total)
+    printf '\nRedis during the run (gateway metrics): %s script calls, %s errors, %s timeouts, %s fallback decisions.\n' \
+        "$calls" "$errors" "$timeouts" "$fallbacks"
+    if command -v redis-cli >/dev/null 2>&1; then
+        local url=${REDIS_URL:-redis://127.0.0.1:6379}
+        redis-cli -u "$url" INFO commandstats 2>/dev/null | tr -d '\r' |
+            awk -F'[:,=]' '/^cmdstat_evalsha:/ {printf "Redis server time per EVALSHA (since the server started): %s µs.\n", $7}'
+    fi
+    if [[ "$calls" == 0 || "$errors" != 0 || "$timeouts" != 0 || "$fallbacks" != 0 ]]; then
+        printf '**WARNING: not every cluster decision came from Redis; the cluster rows are not trustworthy.**\n'
+        return 1
+    fi
 }
 
 main "$@"
