@@ -475,3 +475,95 @@ services:
          both gateways back on redis {recovered:?} after the restart"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_url_from_the_environment_and_delay_mode_across_gateways() {
+    let _serial = SERIAL.lock().await;
+    let redis = RedisServer::start();
+    let upstream = fast_upstream().await;
+    // No URL in the config: `REDIS_URL` names this test's Redis.
+    let yaml = |listen: SocketAddr, admin: SocketAddr| {
+        format!(
+            r#"
+admin:
+  listen: {admin}
+rate_limit:
+  redis: {{ timeout: 250ms, key_prefix: "env:" }}
+frontends:
+  - name: web
+    listen: {listen}
+    routes:
+      - match: {{ path: /smooth }}
+        rate_limits:
+          - {{ name: smooth, rate: 10/s, burst: 1, key: service, scope: cluster, mode: {{ delay: {{ max_wait: 1s }} }} }}
+        service: api
+services:
+  api: {{ targets: ["{}"] }}
+"#,
+            upstream.addr
+        )
+    };
+    let mut gateways = Vec::new();
+    for _ in 0..2 {
+        let (listen, admin) = (free_addr(), free_addr());
+        let gw = GatewayProcess::start_with_env(
+            &yaml(listen, admin),
+            &[("REDIS_URL", &redis.url())],
+            &[listen, admin],
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !gw.log_text().contains("rate-limit store connected") {
+            assert!(
+                Instant::now() < deadline,
+                "never connected:\n{}",
+                gw.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        gateways.push((gw, listen, admin));
+    }
+    let calls_before = redis.script_calls();
+
+    // Six requests at once, three to each gateway, against one shared
+    // 10/s bucket with burst 1: one every 100ms, so the last is held about
+    // 500ms. Separate buckets per gateway would release the last after
+    // about 200ms.
+    let sent = Instant::now();
+    let tasks: Vec<_> = gateways
+        .iter()
+        .flat_map(|(_, listen, _)| std::iter::repeat_n(*listen, 3))
+        .map(|listen| {
+            tokio::spawn(async move {
+                let response = client()
+                    .get(format!("http://{listen}/smooth"))
+                    .send()
+                    .await
+                    .expect("request");
+                let status = response.status().as_u16();
+                response.bytes().await.expect("body");
+                (status, sent.elapsed())
+            })
+        })
+        .collect();
+    let mut done = Vec::new();
+    for task in tasks {
+        done.push(task.await.expect("task"));
+    }
+    done.sort_by_key(|(_, at)| *at);
+    eprintln!("delay mode across two gateways: {done:?}");
+    assert!(done.iter().all(|(status, _)| *status == 200), "{done:?}");
+    let spread = done[5].1 - done[0].1;
+    assert!(
+        spread >= Duration::from_millis(400) && spread < Duration::from_millis(1000),
+        "one shared bucket releases one every 100ms: {done:?}"
+    );
+    assert!(redis.script_calls() - calls_before >= 6);
+    for (gw, _, admin) in &gateways {
+        let [calls, errors, timeouts, _, healthy, local, allow, deny] = redis_metrics(*admin).await;
+        assert!(
+            calls >= 3 && [errors, timeouts, local, allow, deny] == [0; 5] && healthy == 1,
+            "every decision from Redis:\n{}",
+            gw.log_text()
+        );
+    }
+}

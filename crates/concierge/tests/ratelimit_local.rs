@@ -955,4 +955,27 @@ services:
     reload(&gw, &config(4, "v3"), 3).await;
     assert_eq!(statuses("/a", 1).await, [429]);
     assert_eq!(statuses("/b", 1).await, [429]);
+
+    // Refusals are counted per policy, and an unchanged policy keeps
+    // counting across reloads: /b refused three times, over three configs.
+    let metrics = client()
+        .get(format!("http://{admin}/metrics"))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == r#"concierge_ratelimit_limited_total{policy="b"} 3"#),
+        "{metrics}"
+    );
+    let a_limited: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"concierge_ratelimit_limited_total{policy="a"} "#))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count for a:\n{metrics}"));
+    assert!((2..=3).contains(&a_limited), "{metrics}");
 }

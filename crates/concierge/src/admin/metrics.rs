@@ -83,6 +83,28 @@ impl Collector for SnapshotCollector {
             ConstCounter::new(limiter.shed()).encode(shed.encode_family(&labels)?)?;
         }
 
+        let totals = snapshot.stores.stats.totals();
+        let mut limited = encoder.encode_descriptor(
+            "concierge_ratelimit_limited",
+            "Requests refused 429 by a rate-limit policy.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (policy, count, _) in &totals {
+            let labels = vec![("policy", policy.to_string())];
+            ConstCounter::new(*count).encode(limited.encode_family(&labels)?)?;
+        }
+        let mut delayed = encoder.encode_descriptor(
+            "concierge_ratelimit_delayed",
+            "Requests a delay-mode policy held before forwarding.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (policy, _, count) in &totals {
+            let labels = vec![("policy", policy.to_string())];
+            ConstCounter::new(*count).encode(delayed.encode_family(&labels)?)?;
+        }
+
         if let Some(redis) = &snapshot.stores.redis {
             let s = redis.stats();
             counter(

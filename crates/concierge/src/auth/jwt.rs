@@ -58,6 +58,12 @@ impl Provider {
         if algorithms.is_empty() {
             return Err("list at least one algorithm".into());
         }
+        if config.max_token_bytes.0 > HARD_MAX_TOKEN_BYTES as u64 {
+            return Err(format!(
+                "max_token_bytes can be at most {} KiB: larger tokens are refused before any provider is asked",
+                HARD_MAX_TOKEN_BYTES / 1024
+            ));
+        }
         if config.audiences.iter().all(|a| a.is_empty()) {
             // `aud` must contain one of ours: with none, every token would fail.
             return Err("list at least one audience".into());

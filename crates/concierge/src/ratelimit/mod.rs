@@ -41,6 +41,7 @@ pub mod lease;
 pub mod local;
 pub mod redis;
 mod shard_map;
+pub mod stats;
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -57,6 +58,7 @@ pub use self::key::{KeyRule, LimitKey, RequestKeys};
 pub use self::lease::LeaseStore;
 pub use self::local::LocalStore;
 pub use self::redis::{RedisStats, RedisStore, StoreError};
+pub use self::stats::{PolicyStats, PolicyStatsRegistry};
 
 use self::gcra::Gcra;
 
@@ -72,6 +74,8 @@ pub struct Stores {
     pub leases: Arc<LeaseStore>,
     /// Present when some policy has `scope: cluster`.
     pub redis: Option<Arc<RedisStore>>,
+    /// Refusal and delay counts of every live policy, for `/metrics`.
+    pub stats: Arc<PolicyStatsRegistry>,
     sweep_every_ms: Arc<AtomicU64>,
 }
 
@@ -99,6 +103,7 @@ impl Stores {
                     local: previous.local.clone(),
                     leases: previous.leases.clone(),
                     redis: None,
+                    stats: previous.stats.clone(),
                     sweep_every_ms: previous.sweep_every_ms.clone(),
                 }
             }
@@ -107,6 +112,7 @@ impl Stores {
                     local: Arc::new(LocalStore::new(settings.local.max_keys)),
                     leases: Arc::new(LeaseStore::new(settings.local.max_keys)),
                     redis: None,
+                    stats: Arc::default(),
                     sweep_every_ms: Arc::new(AtomicU64::new(sweep_ms)),
                 };
                 stores.spawn_sweeper();
@@ -246,6 +252,7 @@ pub struct Limiter {
     /// Delay mode: requests held now, and the most that may be.
     queued: AtomicU32,
     max_queued: u32,
+    stats: Arc<PolicyStats>,
 }
 
 /// A place in a delay-mode policy's queue, given back when dropped (also
@@ -382,6 +389,7 @@ impl Limiter {
             immediate,
             queued: AtomicU32::new(0),
             max_queued: policy.mode.max_queued(),
+            stats: stores.stats.get(id, name),
         })
     }
 
@@ -430,6 +438,16 @@ impl Limiter {
     /// policy rejected instead of delaying, so it passes only if it needs
     /// no wait and, when refused, is not charged.
     pub async fn admit(&self, request: &RequestKeys<'_>) -> (Outcome, Option<QueueSlot<'_>>) {
+        let (outcome, slot) = self.admit_uncounted(request).await;
+        match outcome {
+            Outcome::Limited { .. } => self.stats.limited.fetch_add(1, Ordering::Relaxed),
+            Outcome::Delay { .. } => self.stats.delayed.fetch_add(1, Ordering::Relaxed),
+            Outcome::Allowed { .. } => 0,
+        };
+        (outcome, slot)
+    }
+
+    async fn admit_uncounted(&self, request: &RequestKeys<'_>) -> (Outcome, Option<QueueSlot<'_>>) {
         let key = self.key(request);
         let Some(immediate) = &self.immediate else {
             return (self.decide(&key, &self.gcra).await, None);
