@@ -175,9 +175,7 @@ impl CorsPolicy {
             header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
             header::ACCESS_CONTROL_EXPOSE_HEADERS,
         ] {
-            if out.contains_key(&name) {
-                out.remove(name);
-            }
+            out.remove(name);
         }
         // The answer depends on Origin unless every origin gets `*`.
         if !self.is_wildcard() {

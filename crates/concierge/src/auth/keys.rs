@@ -304,25 +304,28 @@ impl KeyStore {
     }
 
     fn find(set: &KeySet, kid: Option<&str>, family: AlgorithmFamily) -> Option<Arc<VerifyKey>> {
+        let anonymous = set.anonymous.iter();
         match kid {
             // A key published without a kid (a PEM file, say) may sign
             // tokens that name one: use it when it is the only candidate.
-            Some(kid) => set.by_kid.get(kid).cloned().or_else(|| {
-                let mut candidates = set.anonymous.iter().filter(|k| k.family == family);
-                let first = candidates.next()?;
-                candidates.next().is_none().then(|| first.clone())
-            }),
-            None => {
-                // Without a kid, accept only an unambiguous key of the right family.
-                let mut candidates = set
-                    .anonymous
-                    .iter()
-                    .chain(set.by_kid.values())
-                    .filter(|k| k.family == family);
-                let first = candidates.next()?;
-                candidates.next().is_none().then(|| first.clone())
-            }
+            Some(kid) => set
+                .by_kid
+                .get(kid)
+                .cloned()
+                .or_else(|| Self::only_one(anonymous, family)),
+            // Without a kid, accept only an unambiguous key of the right family.
+            None => Self::only_one(anonymous.chain(set.by_kid.values()), family),
         }
+    }
+
+    /// The one key of `family` among `keys`; `None` when there are none or several.
+    fn only_one<'a>(
+        keys: impl Iterator<Item = &'a Arc<VerifyKey>>,
+        family: AlgorithmFamily,
+    ) -> Option<Arc<VerifyKey>> {
+        let mut candidates = keys.filter(|k| k.family == family);
+        let first = candidates.next()?;
+        candidates.next().is_none().then(|| first.clone())
     }
 
     /// Finds the key for a token, refetching once when the kid is unknown

@@ -116,12 +116,12 @@ impl LocalStore {
         self.tats.capacity_bound()
     }
 
-    /// Live keys evicted because their shard was full (a sign `max_keys` is too small).
     /// Bytes of the key tables (see `ShardedMap::table_bytes`).
     pub fn table_bytes(&self) -> usize {
         self.tats.table_bytes()
     }
 
+    /// Live keys evicted because their shard was full (a sign `max_keys` is too small).
     pub fn evicted_live(&self) -> u64 {
         self.tats.evicted_live()
     }

@@ -290,6 +290,7 @@ impl Limiter {
     pub fn id(&self) -> u64 {
         self.id
     }
+
     pub fn build(policy: &RateLimitPolicy, stores: &Stores) -> Result<Self, PolicyError> {
         let mut problems = Vec::new();
         let name = policy.name.as_str();
@@ -439,11 +440,14 @@ impl Limiter {
     /// no wait and, when refused, is not charged.
     pub async fn admit(&self, request: &RequestKeys<'_>) -> (Outcome, Option<QueueSlot<'_>>) {
         let (outcome, slot) = self.admit_uncounted(request).await;
-        match outcome {
-            Outcome::Limited { .. } => self.stats.limited.fetch_add(1, Ordering::Relaxed),
-            Outcome::Delay { .. } => self.stats.delayed.fetch_add(1, Ordering::Relaxed),
-            Outcome::Allowed { .. } => 0,
+        let counter = match outcome {
+            Outcome::Limited { .. } => Some(&self.stats.limited),
+            Outcome::Delay { .. } => Some(&self.stats.delayed),
+            Outcome::Allowed { .. } => None,
         };
+        if let Some(counter) = counter {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
         (outcome, slot)
     }
 
